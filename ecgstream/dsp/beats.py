@@ -1,0 +1,408 @@
+"""From chunks of samples to beats: the streaming pipeline of one device.
+
+:class:`BeatPipeline` chains the conditioner, the R-peak detector and the
+beat extractor for one device's stream. :func:`extract_beats` is the offline
+form used by training and benchmarks: it is this same class run over a whole
+record, never a second implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..types import Beat, SampleChunk
+from .conditioner import Conditioner
+from .config import DspConfig
+from .detector import DetectorConfig, RPeakDetector
+from .quality import BeatQuality
+
+__all__ = ["BeatPipeline", "StreamStatus", "extract_beats", "coerce_samples"]
+
+
+def coerce_samples(samples: object) -> np.ndarray:
+    """Return ``samples`` as a 1-D float64 array or raise TypeError.
+
+    Integers and floats of any width are accepted; strings, objects,
+    booleans, complex numbers and arrays of more than one dimension are not.
+    """
+    arr = np.asarray(samples)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"samples must be a 1-D array of integers or floats, got dtype {arr.dtype}"
+        )
+    if arr.ndim != 1:
+        raise TypeError(f"samples must be 1-D, got shape {arr.shape}")
+    return arr.astype(np.float64, copy=False)
+
+
+@dataclass
+class StreamStatus:
+    """Counters and contact state of one stream (for liveness and metrics).
+
+    Attributes
+    ----------
+    leads_off : bool
+        True while unreadable samples run longer than ``hold_max_s``, the
+        source reported leads off, or the signal is flat.
+    flat : bool
+        True while the raw signal has not changed for ``flat_s``.
+    samples_in, samples_invalid, samples_duplicate : int
+        Samples received, unreadable (NaN/inf/lead-off), and dropped because
+        they repeated sample indices already processed.
+    segments : int
+        Segments started (1 + gaps and long dropouts).
+    beats, beats_good : int
+        Beats emitted, and those without quality flags.
+    next_sample : int
+        Source index expected next.
+    """
+
+    leads_off: bool = True
+    flat: bool = False
+    samples_in: int = 0
+    samples_invalid: int = 0
+    samples_duplicate: int = 0
+    segments: int = 0
+    beats: int = 0
+    beats_good: int = 0
+    next_sample: int = -1
+    flags: dict[str, int] = field(default_factory=dict)
+
+
+class BeatPipeline:
+    """Condition, detect and cut beats from one device's stream.
+
+    Parameters
+    ----------
+    device : str
+        Device id written into every beat.
+    fs_in_hz : float
+        Declared rate of the incoming samples (100..1000 Hz).
+    cfg : DspConfig, optional
+        Processing settings (those of the model card in the daemon).
+    detector : DetectorConfig, optional
+        R-peak detector settings.
+
+    Notes
+    -----
+    Output does not depend on chunking: every decision is tied to a sample
+    index. A beat is emitted once ``window_after_s`` of signal after its R
+    peak has arrived, plus the detector's delay (see
+    :mod:`ecgstream.dsp.detector`).
+    """
+
+    def __init__(
+        self,
+        device: str,
+        fs_in_hz: float,
+        cfg: DspConfig | None = None,
+        detector: DetectorConfig | None = None,
+    ) -> None:
+        self.cfg = cfg = cfg or DspConfig()
+        self.device = device
+        self.fs_in = float(fs_in_hz)
+        self.conditioner = Conditioner(fs_in_hz, cfg)
+        self.detector = RPeakDetector(cfg.fs_hz, detector)
+        self.quality = BeatQuality()
+        up, down = self.conditioner.resampler.up, self.conditioner.resampler.down
+        self._in_per_out = down / up  # source samples per processing sample
+        self._delay_in = self.conditioner.delay_s * self.fs_in
+        self._hold_max = max(1, round(cfg.hold_max_s * self.fs_in))
+        self._flat_n = max(2, round(cfg.flat_s * self.fs_in))
+        self._clip_n = max(3, round(cfg.clip_run_s * self.fs_in))
+        # Conditioned history to keep: the detector may report a QRS as late
+        # as its search-back span (or the learning span) after it happened.
+        dc = self.detector.cfg
+        late_s = max(dc.learn_s, dc.searchback_rr * dc.max_rr_s) + dc.candidate_s
+        self._y_keep = self.detector.refine_back + cfg.n_before + round(late_s * cfg.fs_hz) + 8
+        self._raw_keep = round((cfg.window_before_s + cfg.window_after_s + late_s + self.conditioner.delay_s) * self.fs_in) + 64
+        self.status = StreamStatus()
+        self._started = False
+        self._flat_run = 0  # identical raw samples ending at the last one
+        self._flat_last: float | None = None
+        self._new_segment(0)
+
+    # -- segment state ---------------------------------------------------
+    def _new_segment(self, src_start: int) -> None:
+        self.conditioner.reset()
+        self.detector.reset()
+        self.quality.reset()
+        self._seg0 = src_start  # source index of the segment's first sample
+        self._y = np.zeros(0)  # conditioned history
+        self._y0 = 0  # processing index of _y[0]
+        self._pending: list[int] = []  # refined R indices waiting for their window
+        self._last_r_src: int | None = None
+        self._pol_votes = 0
+        self._pol_n = 0
+        self._raw = np.zeros(0)  # raw history (source rate), held values in place of NaN
+        self._raw_bad = np.zeros(0, dtype=bool)
+        self._raw0 = src_start
+        self._fed = 0  # finite samples fed to the conditioner in this segment
+        self._invalid_run = 0
+        self._last_valid: float | None = None
+        self.status.segments += 1
+
+    def reset(self) -> None:
+        """Forget everything, including counters."""
+        self.status = StreamStatus()
+        self._started = False
+        self._flat_run = 0
+        self._flat_last = None
+        self._new_segment(0)
+
+    # -- public API ------------------------------------------------------
+    def push(self, chunk: SampleChunk) -> list[Beat]:
+        """Process one chunk; return the beats completed by it.
+
+        Raises
+        ------
+        TypeError
+            If the samples are not a 1-D numeric array.
+        ValueError
+            If the chunk's rate differs from the pipeline's.
+        """
+        x = coerce_samples(chunk.samples)
+        if chunk.fs_hz != self.fs_in:
+            raise ValueError(
+                f"device {self.device!r}: chunk at {chunk.fs_hz} Hz fed to a pipeline "
+                f"built for {self.fs_in} Hz; a rate change needs a new pipeline"
+            )
+        st = self.status
+        start = int(chunk.start_sample)
+        beats: list[Beat] = []
+        if not self._started:
+            self._started = True
+            self._new_segment(start)
+            st.segments = 1
+            st.next_sample = start
+        elif chunk.gap_before or start > st.next_sample:
+            beats.extend(self._flush_segment())
+            self._new_segment(start)
+        elif start < st.next_sample:
+            dup = min(st.next_sample - start, x.size)
+            st.samples_duplicate += dup
+            x = x[dup:]
+            start += dup
+        if x.size == 0:
+            return beats
+        st.samples_in += x.size
+        bad = ~np.isfinite(x) if not chunk.leads_off else np.ones(x.size, dtype=bool)
+        if not bad.any():
+            beats.extend(self._feed(x, start))
+        else:
+            beats.extend(self._feed_with_invalid(x, bad, start))
+        st.next_sample = start + x.size
+        return beats
+
+    def flush(self) -> list[Beat]:
+        """End of stream: emit beats still waiting, padded and flagged ``edge``."""
+        return self._flush_segment()
+
+    # -- internals -------------------------------------------------------
+    def _feed_with_invalid(self, x: np.ndarray, bad: np.ndarray, start: int) -> list[Beat]:
+        st = self.status
+        beats: list[Beat] = []
+        st.samples_invalid += int(bad.sum())
+        # Split into runs of equal validity.
+        edges = np.flatnonzero(np.diff(bad.astype(np.int8))) + 1
+        bounds = np.concatenate(([0], edges, [x.size]))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            a, b = int(a), int(b)
+            if not bad[a]:
+                if self._invalid_run > self._hold_max:
+                    # Contact is back after a long dropout: a new segment.
+                    self._new_segment(start + a)
+                elif self._fed == 0:
+                    # Unreadable samples before any data: the segment starts here.
+                    self._seg0 = self._raw0 = start + a
+                self._invalid_run = 0
+                beats.extend(self._feed(x[a:b], start + a))
+                continue
+            n = b - a
+            room = max(0, self._hold_max - self._invalid_run)
+            bridge = min(room, n)
+            if bridge and self._last_valid is not None and self._fed:
+                held = np.full(bridge, self._last_valid)
+                beats.extend(self._feed(held, start + a, bad=True))
+            self._invalid_run += n
+            if self._invalid_run > self._hold_max:
+                if not st.leads_off:
+                    beats.extend(self._flush_segment())
+                st.leads_off = True
+        return beats
+
+    def _feed(self, x: np.ndarray, src_start: int, bad: bool = False) -> list[Beat]:
+        """Feed finite samples that continue the current segment."""
+        st = self.status
+        if not bad:
+            self._last_valid = float(x[-1])
+            self._track_flat(x)
+            st.leads_off = st.flat
+        expect = self._seg0 + self._fed
+        if src_start != expect:
+            # Samples skipped inside a segment cannot happen here: the caller
+            # starts a new segment on any jump.
+            raise AssertionError("segment bookkeeping out of step")
+        self._fed += x.size
+        self._raw = np.concatenate((self._raw, x))
+        self._raw_bad = np.concatenate((self._raw_bad, np.full(x.size, bad)))
+        if self._raw.size > self._raw_keep:
+            cut = self._raw.size - self._raw_keep
+            self._raw = self._raw[cut:]
+            self._raw_bad = self._raw_bad[cut:]
+            self._raw0 += cut
+        y = self.conditioner.push(x)
+        if y.size == 0:
+            return []
+        self._y = np.concatenate((self._y, y))
+        for q in self.detector.push(y):
+            self._pending.append(self._refine(q))
+        beats = self._emit(final=False)
+        keep = self._y_keep
+        n_total = self._y0 + self._y.size
+        oldest = min([n_total - keep] + [r - self.cfg.n_before for r in self._pending])
+        if oldest > self._y0:
+            self._y = self._y[oldest - self._y0:]
+            self._y0 = oldest
+        return beats
+
+    def _track_flat(self, x: np.ndarray) -> None:
+        # Length of the run of identical values ending at the last sample.
+        ch = np.flatnonzero(np.diff(x) != 0)
+        if ch.size == 0:
+            run = self._flat_run + x.size if x[0] == self._flat_last else x.size
+        else:
+            run = x.size - 1 - int(ch[-1])
+        self._flat_run = run
+        self._flat_last = float(x[-1])
+        self.status.flat = run >= self._flat_n
+
+    def _refine(self, q: int) -> int:
+        """Move a detector index to the R extremum of the conditioned signal."""
+        lo = max(self._y0, q - self.detector.refine_back)
+        hi = q + self.detector.refine_fwd + 1
+        seg = self._y[lo - self._y0: hi - self._y0]
+        if self._pol_n < 8:
+            k = int(np.argmax(np.abs(seg)))
+            self._pol_votes += 1 if seg[k] >= 0 else -1
+            self._pol_n += 1
+        else:
+            k = int(np.argmax(seg if self._pol_votes >= 0 else -seg))
+        return lo + k
+
+    def _emit(self, final: bool) -> list[Beat]:
+        cfg = self.cfg
+        n_total = self._y0 + self._y.size
+        out: list[Beat] = []
+        while self._pending:
+            r = self._pending[0]
+            end = r + cfg.n_after
+            if end > n_total and not final:
+                break
+            self._pending.pop(0)
+            out.append(self._make_beat(r, end, n_total))
+        return out
+
+    def _make_beat(self, r: int, end: int, n_total: int) -> Beat:
+        cfg = self.cfg
+        st = self.status
+        flags: set[str] = set()
+        lo = r - cfg.n_before
+        a, b = max(lo, self._y0), min(end, n_total)
+        win = self._y[a - self._y0: b - self._y0]
+        if a > lo or b < end:
+            flags.add("edge")
+            win = np.pad(win, (a - lo, end - b), mode="edge")
+        r_src = self._seg0 + round(r * self._in_per_out - self._delay_in)
+        rr_s = float("nan") if self._last_r_src is None else (r_src - self._last_r_src) / self.fs_in
+        self._last_r_src = r_src
+        # Raw span of the window, for clipping and bridged samples.
+        s_lo = self._seg0 + int(np.floor(lo * self._in_per_out - self._delay_in))
+        s_hi = self._seg0 + int(np.ceil(end * self._in_per_out - self._delay_in))
+        ra = max(0, s_lo - self._raw0)
+        rb = max(ra, min(self._raw.size, s_hi - self._raw0))
+        raw = self._raw[ra:rb]
+        if self._raw_bad[ra:rb].any():
+            flags.add("invalid")
+        if raw.size and (_run_at(raw, raw.max()) >= self._clip_n or _run_at(raw, raw.min()) >= self._clip_n):
+            flags.add("clipped")
+        quality, qflags = self.quality.assess(win, cfg.n_before, rr_s)
+        flags |= qflags
+        if flags:
+            quality = min(quality, 0.5) if flags - {"warmup"} else quality
+        st.beats += 1
+        if not flags:
+            st.beats_good += 1
+        for f in flags:
+            st.flags[f] = st.flags.get(f, 0) + 1
+        ready = self._seg0 + int(np.ceil(min(end, n_total) * self._in_per_out)) - 1
+        return Beat(
+            device=self.device,
+            r_sample=int(r_src),
+            r_time_s=r_src / self.fs_in,
+            window=win.astype(np.float32),
+            rr_s=rr_s,
+            quality=float(quality),
+            flags=frozenset(flags),
+            ready_sample=int(ready),
+        )
+
+    def _flush_segment(self) -> list[Beat]:
+        """Decide what the segment's data allows, emit pending beats padded."""
+        if self._fed == 0:
+            return []
+        # Let the detector decide its look-ahead span by feeding it the
+        # conditioned signal's last value (no new QRS can appear in it).
+        tail = np.full(self.detector._w + 1, self._y[-1] if self._y.size else 0.0)
+        for q in self.detector.flush(tail):
+            self._pending.append(self._refine(q))
+        return self._emit(final=True)
+
+
+def _run_at(x: np.ndarray, value: float) -> int:
+    """Longest run of consecutive samples of ``x`` equal to ``value``."""
+    eq = np.concatenate(([False], x == value, [False]))
+    d = np.diff(eq.astype(np.int8))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    return int((ends - starts).max()) if starts.size else 0
+
+
+def extract_beats(
+    samples: np.ndarray,
+    fs_hz: float,
+    cfg: DspConfig | None = None,
+    device: str = "offline",
+    detector: DetectorConfig | None = None,
+) -> list[Beat]:
+    """Cut all beats of a whole record: the streaming pipeline in one chunk.
+
+    Parameters
+    ----------
+    samples : array_like
+        1-D signal (mV or ADC units).
+    fs_hz : float
+        Its sampling rate in Hz.
+    cfg : DspConfig, optional
+        Processing settings.
+
+    Returns
+    -------
+    list of Beat
+        Every beat, including flagged ones (see ``Beat.flags``); beats near
+        the ends are padded and flagged ``edge``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ecgstream.dsp import extract_beats
+    >>> extract_beats(np.zeros(2500), 500.0)
+    []
+    """
+    pipe = BeatPipeline(device, fs_hz, cfg, detector)
+    x = coerce_samples(samples)
+    beats = pipe.push(SampleChunk(device, float(fs_hz), 0, x))
+    beats.extend(pipe.flush())
+    return beats
