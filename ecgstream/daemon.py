@@ -1,0 +1,401 @@
+"""The daemon: sources in, authentication and liveness states out.
+
+Threads: one per source (blocking reads), the publisher's network thread,
+and the one processing thread that owns all pipeline state (this module's
+:meth:`Daemon.run`). Sources hand chunks to a bounded queue; when it is full
+the oldest chunk is dropped and counted (the pipeline sees the jump in sample
+index and marks a gap), so a slow consumer never blocks a network thread.
+
+Per device: a :class:`~ecgstream.dsp.BeatPipeline`, a
+:class:`~ecgstream.liveness.LivenessTracker` and a
+:class:`~ecgstream.decision.Decider`. Good beats from all devices that
+arrive together are embedded in one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .decision import UNKNOWN, Decider, Thresholds
+from .dsp import BeatPipeline, DspConfig
+from .liveness import LivenessState, LivenessTracker
+from .settings import DecisionConfig, LivenessConfig
+from .sources.base import Source
+from .types import Beat, SampleChunk
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Daemon", "DaemonStats"]
+
+
+@dataclass
+class DaemonStats:
+    """Counters of one daemon run (for logs, benchmarks and tests)."""
+
+    chunks: int = 0
+    samples: int = 0
+    chunks_dropped: int = 0
+    samples_dropped: int = 0
+    beats: int = 0
+    beats_good: int = 0
+    beats_embedded: int = 0
+    bad_chunks: int = 0
+    auth_published: int = 0
+    liveness_published: int = 0
+    events_published: int = 0
+    first_chunk_s: float | None = None  # monotonic time the first chunk was processed
+    decision_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    first_decision_s: dict[str, float] = field(default_factory=dict)  # device -> stream s of first decision
+
+
+class _Device:
+    """All per-device state, owned by the processing thread."""
+
+    def __init__(self, device: str, fs_hz: float, daemon: Daemon) -> None:
+        self.device = device
+        self.fs = fs_hz
+        self.pipeline = BeatPipeline(device, fs_hz, daemon.dsp_cfg)
+        self.liveness = LivenessTracker(fs_hz, daemon.liveness_cfg, daemon.rate_speed)
+        self.subjects, self.templates = daemon.subjects_for(device)
+        self.decider = (
+            Decider(self.subjects, daemon.thresholds, daemon.decision_cfg) if self.subjects else None
+        )
+        self.auth_seq = 0
+        self.last_auth_pub = -1e18
+        self.last_live_pub = -1e18
+        self.last_chunk_host = daemon.clock()
+        self.leads_off = True
+        self.live_key: tuple | None = None
+        self.last_live: LivenessState | None = None
+        self.stream_t = 0.0
+        self.silent = False
+
+
+class Daemon:
+    """Continuous authentication over one or more sources.
+
+    Parameters
+    ----------
+    sources : list of Source
+        Where chunks come from.
+    embedder : object
+        ``edge.EmbeddingModel`` (``embed(windows)``, ``model_id``, ``card``).
+    templates : dict of str to Template
+        Enrolled templates made with ``embedder``'s model, by subject.
+    publisher : object
+        ``ecgstream.publish`` publisher.
+    bindings : dict of str to str
+        Device id -> bound subject (verification).
+    default_subject : str or None
+        Subject bound to every device without a binding (``--subject``).
+    identify : bool
+        Identify among all templates for devices without a subject.
+    decision_cfg, liveness_cfg : settings
+    speed : float or None
+        Replay speed of the sources (1 = live); None/0 = as fast as possible
+        (the rate check of liveness is then off, staleness uses stream time).
+    queue_max_chunks : int
+        Bound of the chunk queue.
+    publish_interval_s : float
+        States are republished at least this often (host seconds), so their
+        ``valid_until`` keeps moving while the evidence holds.
+    exit_when_sources_end : bool
+        Stop once every source has ended and the queue is drained (replay).
+    """
+
+    def __init__(
+        self,
+        sources: list[Source],
+        embedder: Any,
+        templates: dict[str, Any],
+        publisher: Any,
+        bindings: dict[str, str] | None = None,
+        default_subject: str | None = None,
+        identify: bool = True,
+        decision_cfg: DecisionConfig | None = None,
+        liveness_cfg: LivenessConfig | None = None,
+        speed: float | None = 1.0,
+        queue_max_chunks: int = 10_000,
+        publish_interval_s: float = 1.0,
+        exit_when_sources_end: bool = True,
+        notifier: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.sources = sources
+        self.embedder = embedder
+        self.templates = templates
+        self.publisher = publisher
+        self.bindings = dict(bindings or {})
+        self.default_subject = default_subject
+        self.identify = identify
+        self.decision_cfg = decision_cfg or DecisionConfig()
+        self.liveness_cfg = liveness_cfg or LivenessConfig()
+        self.speed = speed if speed else None
+        self.rate_speed = self.speed
+        self.dsp_cfg: DspConfig = embedder.dsp_config()
+        card = embedder.card
+        thr = card.thresholds if hasattr(card, "thresholds") else card["thresholds"]
+        self.thresholds = Thresholds.from_card(
+            thr, self.decision_cfg.operating_point, self.decision_cfg.threshold
+        )
+        self.model_id = embedder.model_id
+        self.queue: queue.Queue[SampleChunk] = queue.Queue(maxsize=queue_max_chunks)
+        self.publish_interval_s = publish_interval_s
+        self.exit_when_sources_end = exit_when_sources_end
+        self.notifier = notifier
+        self.clock = clock
+        self.wall = wall
+        self.stats = DaemonStats()
+        self.devices: dict[str, _Device] = {}
+        self.source_errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._q_lock = threading.Lock()
+        for dev, subj in self.bindings.items():
+            if subj not in templates:
+                raise KeyError(f"subject {subj!r} bound to device {dev!r} has no template; enrol first")
+        if default_subject is not None and default_subject not in templates:
+            raise KeyError(f"subject {default_subject!r} has no template; enrol first")
+
+    # -- templates ---------------------------------------------------------
+    def subjects_for(self, device: str) -> tuple[list[str], np.ndarray | None]:
+        """Subjects scored for ``device`` and their stacked centroids."""
+        subj = self.bindings.get(device, self.default_subject)
+        names = [subj] if subj else (sorted(self.templates) if self.identify else [])
+        if not names:
+            return [], None
+        return names, np.stack([np.asarray(self.templates[s].centroid, dtype=np.float32) for s in names])
+
+    # -- source side (source threads) ---------------------------------------
+    def _sink(self, chunk: SampleChunk) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(chunk)
+                return
+            except queue.Full:
+                with self._q_lock:
+                    try:
+                        old = self.queue.get_nowait()
+                    except queue.Empty:
+                        continue
+                    self.stats.chunks_dropped += 1
+                    self.stats.samples_dropped += int(np.size(old.samples))
+                if self.stats.chunks_dropped in (1, 10, 100) or self.stats.chunks_dropped % 1000 == 0:
+                    log.warning("processing falls behind: %d chunks dropped so far", self.stats.chunks_dropped)
+
+    def _run_source(self, src: Source, stop: threading.Event) -> None:
+        try:
+            src.run(self._sink, stop)
+        except Exception as exc:  # reported by run(), never swallowed
+            log.error("source %s failed: %s", src.uri, exc)
+            self.source_errors.append(f"{src.uri}: {exc}")
+
+    # -- processing thread ---------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        """Process until ``stop`` is set (or all sources end); return an exit code."""
+        self.publisher.start()
+        for src in self.sources:
+            t = threading.Thread(target=self._run_source, args=(src, stop), name=f"source:{src.uri}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.notifier:
+            self.notifier.ready()
+            self.notifier.status("running")
+        last_tick = self.clock()
+        try:
+            while not stop.is_set():
+                batch = self._drain(timeout=0.1)
+                if batch:
+                    self._process(batch)
+                now = self.clock()
+                if now - last_tick >= 0.2:
+                    self._tick(now)
+                    last_tick = now
+                if self.notifier:
+                    self.notifier.watchdog()
+                ended = not any(t.is_alive() for t in self._threads)
+                if not batch and self.exit_when_sources_end and ended and self.queue.empty():
+                    self._finish_streams()
+                    break
+        finally:
+            self._shutdown()
+        return 1 if self.source_errors else 0
+
+    def _drain(self, timeout: float) -> list[SampleChunk]:
+        try:
+            first = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < 4096:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _device(self, chunk: SampleChunk) -> _Device:
+        dev = self.devices.get(chunk.device)
+        if dev is None or dev.fs != chunk.fs_hz:
+            if dev is not None:
+                log.warning("device %s changed rate %.1f -> %.1f Hz: restarting its pipeline",
+                            chunk.device, dev.fs, chunk.fs_hz)
+            dev = _Device(chunk.device, chunk.fs_hz, self)
+            self.devices[chunk.device] = dev
+            self.publisher.availability(chunk.device, True)
+        return dev
+
+    def _process(self, batch: list[SampleChunk]) -> None:
+        st = self.stats
+        pending: list[tuple[_Device, Beat, float]] = []
+        for chunk in batch:
+            try:
+                dev = self._device(chunk)
+                beats = dev.pipeline.push(chunk)
+            except (TypeError, ValueError) as exc:
+                st.bad_chunks += 1
+                log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
+                continue
+            if st.first_chunk_s is None:
+                st.first_chunk_s = self.clock()
+            st.chunks += 1
+            st.samples += int(np.size(chunk.samples))
+            dev.last_chunk_host = self.clock()
+            dev.silent = False
+            dev.stream_t = dev.pipeline.status.next_sample / dev.fs
+            dev.liveness.on_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host)
+            for b in beats:
+                pending.append((dev, b, chunk.arrival_s))
+            self._contact(dev)
+        if not pending:
+            return
+        st.beats += len(pending)
+        good = [(d, b, a) for d, b, a in pending if b.good and d.decider is not None]
+        emb = None
+        if good:
+            emb = self.embedder.embed(np.stack([b.window for _, b, _ in good]))
+            st.beats_embedded += len(good)
+        gi = 0
+        for dev, b, arrival in pending:
+            dev.liveness.on_beat(b)
+            live = dev.liveness.state(dev.pipeline.status.leads_off)
+            if b.good and dev.decider is not None and emb is not None:
+                st.beats_good += 1
+                scores = emb[gi] @ dev.templates.T
+                gi += 1
+                d = dev.decider.add_beat(b.r_time_s, scores, live.failed)
+                if dev.device not in st.first_decision_s and d.state != UNKNOWN:
+                    st.first_decision_s[dev.device] = b.r_time_s
+                if self._publish_auth(dev, d, force=d.changed):
+                    st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
+            self._publish_liveness(dev, live)
+
+    def _contact(self, dev: _Device) -> None:
+        off = dev.pipeline.status.leads_off
+        if off and not dev.leads_off:
+            dev.liveness.reset_beats()
+            dev.liveness.loop_flagged_at_s = None
+            if dev.decider is not None:
+                self._publish_auth(dev, dev.decider.reset("leads off"), force=True)
+            self._publish_liveness(dev, dev.liveness.state(True), force=True)
+        dev.leads_off = off
+
+    def _tick(self, now: float) -> None:
+        for dev in self.devices.values():
+            live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
+            silent_for = now - dev.last_chunk_host
+            if not dev.silent and silent_for > self.decision_cfg.stale_s:
+                dev.silent = True
+                log.warning("device %s: no samples for %.1f s", dev.device, silent_for)
+                if dev.decider is not None:
+                    self._publish_auth(dev, dev.decider.reset(f"no samples for {silent_for:.0f} s"), force=True)
+                live = dev.liveness.state(True)
+                self._publish_liveness(dev, live, force=True)
+                continue
+            if dev.decider is not None and not dev.silent:
+                d = dev.decider.tick(dev.stream_t, live.failed)
+                self._publish_auth(dev, d, force=d.changed)
+            self._publish_liveness(dev, live)
+
+    # -- publishing ----------------------------------------------------------
+    def _publish_auth(self, dev: _Device, d: Any, force: bool) -> bool:
+        from .publish import auth_payload
+
+        now = self.clock()
+        if not force and now - dev.last_auth_pub < self.publish_interval_s:
+            return False
+        if d.changed:
+            self._event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
+        dev.last_auth_pub = now
+        dev.auth_seq += 1
+        t = self.wall()
+        valid_until = t + self.decision_cfg.valid_for_s
+        payload = auth_payload(
+            state=d.state, subject=d.subject, score=d.score, threshold=d.threshold,
+            beats_used=d.beats_used, time_s=t, valid_until=valid_until, seq=dev.auth_seq,
+            model_id=self.model_id, reason=d.reason,
+        )
+        self.publisher.auth(dev.device, payload, valid_until)
+        self.stats.auth_published += 1
+        return True
+
+    def _publish_liveness(self, dev: _Device, live: LivenessState, force: bool = False) -> None:
+        from .publish import liveness_payload
+
+        now = self.clock()
+        key = (live.live, live.leads_on, live.reasons)
+        changed = key != dev.live_key
+        if not (force or changed) and now - dev.last_live_pub < self.publish_interval_s:
+            return
+        if changed and dev.live_key is not None:
+            self._event(dev, "liveness", {"live": live.live, "leads_on": live.leads_on}, "; ".join(live.reasons))
+        dev.live_key = key
+        dev.last_live = live
+        dev.last_live_pub = now
+        t = self.wall()
+        valid_until = t + self.decision_cfg.valid_for_s
+        payload = liveness_payload(
+            live=live.live, leads_on=live.leads_on, heart_rate_bpm=live.heart_rate_bpm,
+            signal_quality=live.signal_quality, time_s=t, valid_until=valid_until,
+            reasons=list(live.reasons), rate_declared_hz=live.rate_declared_hz,
+            rate_measured_hz=live.rate_measured_hz,
+        )
+        self.publisher.liveness(dev.device, payload, valid_until)
+        self.stats.liveness_published += 1
+
+    def _event(self, dev: _Device, what: str, after: dict, reason: str) -> None:
+        before = getattr(dev, "_last_" + what, None)
+        setattr(dev, "_last_" + what, after)
+        self.publisher.event(dev.device, {"what": what, "before": before, "after": after,
+                                          "reason": reason, "time": self.wall()})
+        self.stats.events_published += 1
+
+    def _finish_streams(self) -> None:
+        """All sources ended: decide on the beats still in the pipelines."""
+        pending = []
+        for dev in self.devices.values():
+            for b in dev.pipeline.flush():
+                pending.append(b)
+        # Flushed beats are padded (flagged "edge") and never matched.
+        self.stats.beats += len(pending)
+
+    def _shutdown(self) -> None:
+        """Clean stop: every state to unknown, availability offline."""
+        for dev in self.devices.values():
+            if dev.decider is not None:
+                self._publish_auth(dev, dev.decider.reset("daemon stopped"), force=True)
+        try:
+            self.publisher.close()
+        except Exception as exc:  # a failing broker must not hide the exit code
+            log.error("publisher close failed: %s", exc)
+        if self.notifier:
+            self.notifier.stopping()
