@@ -1,9 +1,327 @@
-"""Subcommands beyond ``beats``: run, enroll, verify, templates, check-config, demo."""
+"""Subcommands beyond ``beats``: run, enroll, templates, keygen, check-config, demo, verify.
+
+Modules load only when a command runs, so ``ecgstream --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ecgstream")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register the subcommands (their modules load only when run)."""
+    """Register the subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (see docs/config.md)")
+    common.add_argument("--store", help="template store directory")
+    common.add_argument("--model", help="model .tflite (default: the shipped edge/model.tflite)")
+    common.add_argument("--key-file", help="template key file (32 bytes; see `ecgstream keygen`)")
+
+    r = sub.add_parser("run", parents=[common], help="run the daemon",
+                       description="Authenticate continuously and publish states (MQTT, or JSON lines on stdout).")
+    r.add_argument("--source", help="serial:/dev/ttyUSB0?baud=115200&fs=250, mqtt://host:port/ecgstream/+/ecg, wfdb:PATH")
+    r.add_argument("--subject", help="subject bound to the device(s) (verification); default: identify")
+    r.add_argument("--speed", type=float, help="replay speed for wfdb: sources (1 = real time, 0 = as fast as possible)")
+    r.add_argument("--mqtt-host", help="publish to this broker (default: config, else stdout)")
+    r.add_argument("--mqtt-port", type=int)
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("enroll", parents=[common], help="enrol a subject from a source",
+                       description="Collect quality-gated beats and store the subject's template.")
+    e.add_argument("--subject", required=True, help="subject id (letters, digits, . _ -)")
+    e.add_argument("--source", required=True, help="any source URI")
+    e.add_argument("--seconds", type=float, default=20.0, help="seconds of signal to collect (default 20)")
+    e.add_argument("--min-beats", type=int, default=15, help="good beats needed (default 15)")
+    e.add_argument("--force", action="store_true", help="replace an existing template")
+    e.set_defaults(func=cmd_enroll)
+
+    t = sub.add_parser("templates", parents=[common], help="list or remove enrolled subjects")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tsub.add_parser("list", parents=[common], help="list enrolled subjects").set_defaults(func=cmd_templates_list)
+    rm = tsub.add_parser("remove", parents=[common], help="remove a subject's template")
+    rm.add_argument("subject")
+    rm.set_defaults(func=cmd_templates_remove)
+
+    k = sub.add_parser("keygen", help="write a new random template key (mode 0600)")
+    k.add_argument("path", help="key file to create (refuses to overwrite)")
+    k.set_defaults(func=cmd_keygen)
+
+    c = sub.add_parser("check-config", help="validate a config file and list every problem")
+    c.add_argument("config", help="TOML config file")
+    c.set_defaults(func=cmd_check_config)
+
+    d = sub.add_parser("demo", help="enrol from a shipped record, then replay a genuine and an impostor record",
+                       description="Runs on the ECG-ID excerpt shipped in data/: enrols Person_01 from rec_1, "
+                       "then replays Person_01 rec_2 (genuine) and Person_06 rec_1 (impostor), "
+                       "printing the states as they change.")
+    d.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x real time)")
+    d.add_argument("--json", action="store_true", help="print the raw JSON lines instead")
+    d.set_defaults(func=cmd_demo)
+
+    try:
+        from . import cli_verify
+    except ImportError:  # pragma: no cover - cli_verify ships with the package
+        return
+    cli_verify.add_parser(sub)
+
+
+# -- shared helpers ---------------------------------------------------------------
+def _load_config(args: argparse.Namespace, overrides: dict[str, Any]):
+    from .config import load_config
+
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    for attr, key in (("source", "daemon.source"), ("store", "daemon.store"), ("model", "daemon.model"),
+                      ("speed", "daemon.speed"), ("mqtt_host", "mqtt.host"), ("mqtt_port", "mqtt.port"),
+                      ("key_file", "templates.key_file")):
+        v = getattr(args, attr, None)
+        if v is not None:
+            o[key] = v
+    return o
+
+
+def _model(cfg) -> Any:
+    from edge import EmbeddingModel
+
+    path = cfg.daemon.model or None
+    return EmbeddingModel(path, num_threads=cfg.daemon.model_threads)
+
+
+def _store(cfg, create_key: bool = False):
+    from .templates import TemplateStore, load_key
+
+    key = load_key(
+        key_file=cfg.templates.key_file or None,
+        key_env=cfg.templates.key_env or None,
+        credential=cfg.templates.key_credential or None,
+    )
+    return TemplateStore(cfg.daemon.store, key)
+
+
+def _config_error(exc: Exception) -> int:
+    print(f"ecgstream: configuration error:\n{exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+# -- commands ---------------------------------------------------------------------
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        load_config(args.config, {})
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.config}: OK")
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .templates import create_key_file
+
+    try:
+        create_key_file(args.path)
+    except (FileExistsError, OSError) as exc:
+        print(f"ecgstream keygen: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"wrote a new 32-byte key to {args.path} (mode 0600)")
+    return EXIT_OK
+
+
+def cmd_templates_list(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .templates import TemplateError
+
+    try:
+        cfg = _load_config(args, _overrides(args))
+        store = _store(cfg)
+    except (ConfigError, TemplateError, KeyError) as exc:
+        return _config_error(exc)
+    rows = store.list()
+    if not rows:
+        print(f"no templates in {cfg.daemon.store}")
+    for row in rows:
+        print("\t".join(str(v) for v in row))
+    return EXIT_OK
+
+
+def cmd_templates_remove(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .templates import TemplateError
+
+    try:
+        cfg = _load_config(args, _overrides(args))
+        store = _store(cfg)
+        store.remove(args.subject)
+    except (ConfigError, KeyError) as exc:
+        return _config_error(exc)
+    except (TemplateError, FileNotFoundError) as exc:
+        print(f"ecgstream templates remove: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"removed {args.subject}")
+    return EXIT_OK
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .enroll import EnrolError, enrol, utc_now
+    from .sources import SourceError, open_source
+    from .templates import Template, TemplateError
+
+    try:
+        cfg = _load_config(args, _overrides(args))
+        store = _store(cfg)
+        model = _model(cfg)
+    except (ConfigError, KeyError) as exc:
+        return _config_error(exc)
+    except Exception as exc:  # model/card/key problems: one clear line
+        print(f"ecgstream enroll: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if not args.force and args.subject in {row[0] for row in store.list()}:
+        print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace)", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        src = open_source(args.source)
+    except SourceError as exc:
+        print(f"ecgstream enroll: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    tty = sys.stderr.isatty()
+
+    def progress(good: int, need: int, t: float) -> None:
+        if tty:
+            print(f"\renrolling {args.subject}: {good}/{need} good beats, {t:5.1f} s", end="", file=sys.stderr)
+
+    try:
+        res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress)
+    except EnrolError as exc:
+        print(f"\necgstream enroll: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if tty:
+        print(file=sys.stderr)
+    tmpl = Template(
+        subject=args.subject, model_id=model.model_id, centroid=res.centroid, n_beats=res.n_beats,
+        created_utc=utc_now(), quality=res.quality, source=args.source.split("?")[0],
+    )
+    try:
+        store.save(tmpl)
+    except (TemplateError, OSError) as exc:
+        print(f"ecgstream enroll: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"enrolled {args.subject}: {res.n_beats} good beats of {res.n_beats_seen} in {res.seconds:.1f} s; "
+          f"enrolment beat score mean {res.quality['score_mean']:.3f}")
+    return EXIT_OK
+
+
+def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
+    """Build a :class:`~ecgstream.daemon.Daemon` from a validated config."""
+    from .daemon import Daemon
+    from .publish import MqttPublisher, StdoutPublisher
+    from .sources import open_source
+
+    model = _model(cfg)
+    store = _store(cfg)
+    templates = store.load_all(model.model_id)
+    bindings = {dev: d.subject for dev, d in cfg.devices.items() if d.subject}
+    speed = cfg.daemon.speed
+    src_kwargs: dict[str, Any] = {}
+    uri = cfg.daemon.source
+    if uri.startswith("wfdb:"):
+        src_kwargs["speed"] = speed
+    elif uri.startswith(("mqtt:", "mqtts:")):
+        src_kwargs.update(_mqtt_kwargs(cfg))
+    source = open_source(uri, **src_kwargs)
+    if cfg.mqtt.host:
+        publisher = MqttPublisher(**_publisher_kwargs(cfg))
+    else:
+        publisher = StdoutPublisher(stdout or sys.stdout)
+    return Daemon(
+        [source], model, templates, publisher, bindings=bindings,
+        default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
+        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness,
+        speed=speed if uri.startswith("wfdb:") else 1.0,
+        queue_max_chunks=cfg.daemon.queue_max_chunks,
+        publish_interval_s=cfg.daemon.publish_interval_s,
+        exit_when_sources_end=uri.startswith(("wfdb:", "synthetic:")),
+        notifier=notifier, **kw,
+    )
+
+
+def _mqtt_kwargs(cfg) -> dict[str, Any]:
+    from .config import resolve_secret
+
+    m = cfg.mqtt
+    tls = {"ca_file": m.ca_file, "cert_file": m.cert_file, "key_file": m.key_file,
+           "insecure": m.tls_insecure} if m.tls else None
+    return {"username": m.username or None, "password": resolve_secret(m) if m.username else None,
+            "tls": tls, "protocol": m.protocol}
+
+
+def _publisher_kwargs(cfg) -> dict[str, Any]:
+    from .config import resolve_secret
+    from .publish import TlsOptions
+
+    m = cfg.mqtt
+    tls = TlsOptions(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
+                     key_file=m.key_file or None, insecure=m.tls_insecure) if m.tls else None
+    return {"host": m.host, "port": m.port, "prefix": m.prefix, "client_id": m.client_id or None,
+            "protocol": m.protocol, "keepalive": m.keepalive, "username": m.username or None,
+            "password": resolve_secret(m) if m.username else None, "tls": tls,
+            "on_connect_failure": m.on_connect_failure, "retry_max_s": m.retry_max_s}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .notify import SystemdNotifier
+    from .publish import PublishError
+    from .sources import SourceError
+
+    try:
+        cfg = _load_config(args, _overrides(args))
+        if not cfg.daemon.source:
+            raise ConfigError(["daemon.source: no source given (--source or [daemon] source)"])
+        daemon = build_daemon(cfg, notifier=SystemdNotifier(), subject=args.subject)
+    except ConfigError as exc:
+        return _config_error(exc)
+    except (KeyError, SourceError) as exc:
+        return _config_error(exc)
+    except Exception as exc:  # model, card, key or template problems: fail closed with the reason
+        print(f"ecgstream run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    try:
+        return daemon.run(stop)
+    except PublishError as exc:
+        print(f"ecgstream run: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(speed=args.speed, raw_json=args.json)
+
+
+def excerpt_record(person: int, rec: int) -> Path:
+    """Path of a record of the shipped ECG-ID excerpt."""
+    from .data import excerpt_dir
+
+    return excerpt_dir() / f"Person_{person:02d}" / f"rec_{rec}"

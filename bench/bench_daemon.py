@@ -1,0 +1,270 @@
+"""Daemon benchmarks (issue 4): streams per core, decision latency, time to
+first decision, cold start, RSS, and accuracy over the daemon path.
+
+Run: ``python bench/bench_daemon.py [--quick] [--out docs/benchmarks/daemon.json]``
+
+What each figure means and how it is measured:
+
+* **streams**: N simulated wearables, each a real ECG-ID record (looped
+  without gap markers, each device at another offset), 500 Hz, chunks of
+  0.1 s, all paced at real time by one feeder thread, through the full
+  daemon (pipeline, batched LiteRT embedding, decision, liveness, a
+  publisher that serialises every payload to JSON and counts it). The
+  daemon keeps up when it drops no chunk and its processing thread's CPU
+  time stays below the wall time. CPU is the process CPU time over wall
+  time (the feeder thread is included, so this is pessimistic), RSS is
+  read from /proc/self/status.
+* **decision latency**: host time from the arrival of the chunk that
+  completed a beat to the return of the publish call for the state that
+  beat updated, over all published decisions of the run.
+* **leads-on to first decision**: stream seconds from the first sample of a
+  replay to the first authenticated/rejected state, over held-out records.
+* **cold start**: wall time from spawning ``ecgstream run --source wfdb:...``
+  to its first line on stdout (the availability message written when the
+  first chunk is processed).
+* **accuracy over the daemon path**: ``enrol`` + ``Daemon.run`` for the seed
+  protocol's held-out persons (never seen in training): enrol on rec_1,
+  replay every other record of the person (genuine) and rec_1 of every
+  other held-out person (impostor), as fast as possible; the last decided
+  state of each run counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (from /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class CountingPublisher:
+    """Serialises every payload like the stdout publisher would, and counts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.bytes = 0
+        self.states: dict[str, list[str]] = {}
+
+    def start(self) -> None:
+        pass
+
+    def availability(self, device: str, online: bool) -> None:
+        self.n += 1
+
+    def auth(self, device: str, payload: dict, valid_until: float) -> None:
+        self.n += 1
+        self.bytes += len(json.dumps(payload))
+        self.states.setdefault(device, []).append(payload["state"])
+
+    def liveness(self, device: str, payload: dict, valid_until: float) -> None:
+        self.n += 1
+        self.bytes += len(json.dumps(payload))
+
+    def event(self, device: str, payload: dict) -> None:
+        self.n += 1
+
+    def close(self) -> None:
+        pass
+
+
+class PacedFleet:
+    """N devices replaying real records at real time from one thread."""
+
+    def __init__(self, n: int, records: list[np.ndarray], fs: float, chunk_s: float, seconds: float) -> None:
+        self.uri = f"fleet:{n}"
+        self.n = n
+        self.records = records
+        self.fs = fs
+        self.chunk = int(chunk_s * fs)
+        self.seconds = seconds
+        from ecgstream.sources.base import SourceStats
+
+        self.stats = SourceStats()
+
+    def run(self, sink, stop) -> None:
+        from ecgstream.types import SampleChunk
+
+        t0 = time.monotonic()
+        k = 0
+        total = int(self.seconds * self.fs / self.chunk)
+        offs = [(i * 977) for i in range(self.n)]
+        while k < total and not stop.is_set():
+            due = t0 + (k + 1) * self.chunk / self.fs
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            now = time.monotonic()
+            for i in range(self.n):
+                rec = self.records[i % len(self.records)]
+                start = k * self.chunk
+                idx = (offs[i] + start + np.arange(self.chunk)) % rec.size
+                sink(SampleChunk(f"dev{i:04d}", self.fs, start, rec[idx], arrival_s=now))
+            k += 1
+
+
+def _templates_for(model, store_records):
+    from ecgstream.enroll import enrol
+    from ecgstream.sources import open_source
+    from ecgstream.templates import Template
+
+    out = {}
+    for subj, path in store_records.items():
+        res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=10)
+        out[subj] = Template(subject=subj, model_id=model.model_id, centroid=res.centroid,
+                             n_beats=res.n_beats, created_utc="", quality=res.quality, source=str(path))
+    return out
+
+
+def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict:
+    from ecgstream.daemon import Daemon
+
+    pub = CountingPublisher()
+    fleet = PacedFleet(n, records, fs, 0.1, seconds)
+    subj = sorted(templates)[0]
+    d = Daemon([fleet], model, templates, pub, default_subject=subj, speed=1.0,
+               queue_max_chunks=max(1000, n * 20), publish_interval_s=1.0)
+    rss0 = rss_mb()
+    c0 = time.process_time()
+    w0 = time.monotonic()
+    d.run(threading.Event())
+    wall = time.monotonic() - w0
+    cpu = time.process_time() - c0
+    lat = np.array(d.stats.decision_latency_s) * 1000.0
+    return {
+        "streams": n, "seconds": round(wall, 2), "cpu_s": round(cpu, 2),
+        "cpu_share_of_one_core": round(cpu / wall, 3),
+        "rss_mb": round(rss_mb(), 1), "rss_mb_before": round(rss0, 1),
+        "samples": d.stats.samples, "samples_dropped": d.stats.samples_dropped,
+        "chunks_dropped": d.stats.chunks_dropped, "beats": d.stats.beats,
+        "beats_embedded": d.stats.beats_embedded, "published": pub.n,
+        "decision_latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
+        "decision_latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
+        "decisions_timed": int(lat.size),
+    }
+
+
+def bench_cold_start(record: Path, repeats: int = 5) -> dict:
+    exe = Path(sys.executable).with_name("ecgstream")
+    times = []
+    env = dict(os.environ)
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        key = Path(tmp) / "k"
+        subprocess.run([str(exe), "keygen", str(key)], check=True, capture_output=True)
+        for _ in range(repeats):
+            t0 = time.monotonic()
+            p = subprocess.Popen(
+                [str(exe), "run", "--source", f"wfdb:{record}", "--speed", "1",
+                 "--store", str(Path(tmp) / "store"), "--key-file", str(key)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            times.append(time.monotonic() - t0)
+            p.terminate()
+            p.wait(10)
+            if not line:
+                raise RuntimeError("daemon printed nothing")
+    return {"cold_start_s_median": round(statistics.median(times), 3),
+            "cold_start_s_all": [round(t, 3) for t in times]}
+
+
+def bench_accuracy(model) -> dict:
+    from ecgstream.daemon import Daemon
+    from ecgstream.data import SEED_HELDOUT, ecgid_records
+    from ecgstream.sources import open_source
+
+    recs = [r for r in ecgid_records() if r.person in SEED_HELDOUT]
+    by_person: dict[int, list] = {}
+    for r in recs:
+        by_person.setdefault(r.person, []).append(r)
+    enrolled = {p: rs[0] for p, rs in by_person.items()}
+    templates = _templates_for(model, {f"p{p:02d}": r.path for p, r in enrolled.items()})
+    gen = []
+    imp = []
+    t_dec = []
+    for p, rs in sorted(by_person.items()):
+        subj = f"p{p:02d}"
+        probes = [(r, True) for r in rs[1:]] + [
+            (by_person[q][0], False) for q in sorted(by_person) if q != p
+        ]
+        for r, genuine in probes:
+            pub = CountingPublisher()
+            d = Daemon([open_source(f"wfdb:{r.path}", speed=0.0)], model, templates, pub,
+                       default_subject=subj, speed=None)
+            d.run(threading.Event())
+            decided = [s for s in pub.states.get(next(iter(pub.states), ""), []) if s != "unknown"]
+            final = decided[-1] if decided else "unknown"
+            (gen if genuine else imp).append(final)
+            if d.stats.first_decision_s:
+                t_dec.append(min(d.stats.first_decision_s.values()))
+    return {
+        "persons": len(by_person),
+        "genuine_runs": len(gen),
+        "genuine_authenticated": round(gen.count("authenticated") / max(1, len(gen)), 4),
+        "genuine_undecided": gen.count("unknown"),
+        "impostor_runs": len(imp),
+        "impostor_rejected": round(imp.count("rejected") / max(1, len(imp)), 4),
+        "impostor_authenticated": imp.count("authenticated"),
+        "time_to_first_decision_s_median": round(float(np.median(t_dec)), 2) if t_dec else None,
+        "time_to_first_decision_s_p90": round(float(np.percentile(t_dec, 90)), 2) if t_dec else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short runs (CI-sized)")
+    ap.add_argument("--streams", type=int, nargs="*", default=None)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "daemon.json"))
+    args = ap.parse_args()
+
+    from edge import EmbeddingModel
+
+    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+
+    model = EmbeddingModel()
+    res: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+                 "model_id": model.model_id, "command": " ".join(sys.argv)}
+    res["cold_start"] = bench_cold_start(excerpt_dir() / "Person_01" / "rec_2", 3 if args.quick else 7)
+    print("cold start", res["cold_start"], flush=True)
+    import sys as _s
+    res["tensorflow_imported"] = "tensorflow" in _s.modules
+
+    recs = [r for r in ecgid_records() if r.record == 1][:40]
+    records = [read_record(r.path, 0)[0] for r in recs]
+    fs = 500.0
+    templates = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})
+    ns = args.streams or ([10, 100] if args.quick else [100, 500, 1000, 1500])
+    res["streams"] = []
+    for n in ns:
+        r = bench_streams(n, 10.0 if args.quick else args.seconds, model, templates, records, fs)
+        print("streams", r, flush=True)
+        res["streams"].append(r)
+    res["accuracy"] = bench_accuracy(model)
+    print("accuracy", res["accuracy"], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
