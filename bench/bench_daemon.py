@@ -122,9 +122,10 @@ class PacedFleet:
 
 
 def _templates_for(model, store_records):
+    from ecgstream.templates import Template
+
     from ecgstream.enroll import enrol
     from ecgstream.sources import open_source
-    from ecgstream.templates import Template
 
     out = {}
     for subj, path in store_records.items():
@@ -236,9 +237,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "daemon.json"))
     args = ap.parse_args()
 
-    from edge import EmbeddingModel
-
     from ecgstream.data import ecgid_records, excerpt_dir, read_record
+    from edge import EmbeddingModel
 
     model = EmbeddingModel()
     res: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
