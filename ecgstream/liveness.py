@@ -80,7 +80,7 @@ class LivenessTracker:
         self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
         self._rr = np.zeros(n_hist, dtype=np.int64)  # ring of RR intervals (source samples)
-        self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float32)
+        self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float16)  # ~50 kB per device for 5 min
         self._t = np.zeros(n_hist)  # R times (s)
         self._n = 0
         self._tol = max(1, round(0.002 * self.fs))
@@ -131,7 +131,7 @@ class LivenessTracker:
         order = (np.arange(self._n - n, self._n)) % self._rr.size
         rr = self._rr[order]
         t = self._t[order]
-        fp = self._fp[order]
+        fp = self._fp[order].astype(np.float32)
         last = rr[-m:]
         # Earlier stretches ending at position j (exclusive of the last m).
         win = np.lib.stride_tricks.sliding_window_view(rr[:-m], m)

@@ -99,7 +99,7 @@ class LivenessConfig:
     rate_tolerance: float = 0.05
     window_beats: int = 12
     loop_min_period_s: float = 4.0
-    loop_max_period_s: float = 600.0
+    loop_max_period_s: float = 300.0
     loop_match_beats: int = 8
 
     def __post_init__(self) -> None:
