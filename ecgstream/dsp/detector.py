@@ -3,8 +3,11 @@
 The detector follows the structure of Pan & Tompkins (1985) and Hamilton &
 Tompkins (1986), rebuilt for streams:
 
-1. QRS feature: band-pass 5-20 Hz, derivative, square, moving-window
-   integration (MWI) over ``mwi_s``; all causal with persistent state.
+1. QRS feature: band-pass 5-20 Hz, derivative, magnitude raised to
+   ``feature_power`` (1.5: between Hamilton's absolute value and Pan &
+   Tompkins' square, so wide, slow ventricular beats are not crushed while
+   noise is still suppressed), moving-window integration (MWI) over
+   ``mwi_s``; all causal with persistent state.
 2. Candidates: local maxima of the MWI that are the largest within
    ``+-candidate_s``. Deciding that needs ``candidate_s`` of look-ahead.
 3. Classification of candidates in time order with adaptive signal and
@@ -17,11 +20,17 @@ Tompkins (1986), rebuilt for streams:
 Every decision is tied to a sample index, never to a chunk boundary, so the
 beats do not depend on how the stream was cut (tested by property tests).
 
-Detection delay: a QRS is reported ``candidate_s`` + ~``mwi_s``/2 after its
-R peak, or, when found by search-back, at most ``searchback_rr`` x mean RR
-(capped at ``max_rr_s`` x ``searchback_rr``) after the previous QRS. During
-the first ``learn_s`` of a segment detections are held until the thresholds
-are learnt, so the bound is ``max(learn_s, that)`` after start or a gap.
+Detection delay: a candidate at MWI index ``i`` is decided when sample
+``i + candidate_s`` has arrived; the MWI peak lags the R peak by about
+``mwi_s``/2 plus the 5-20 Hz band-pass delay (together 0.06..0.1 s), so a
+QRS is normally reported 0.26..0.30 s after its R peak (measured on MIT-BIH:
+see docs/benchmarks/detection.md). A QRS found by search-back is reported
+when the search-back limit passes: at most ``searchback_rr`` x mean RR
+(mean RR capped at ``max_rr_s``, so at most 3.3 s) after the previous QRS.
+During the first ``learn_s`` of a segment detections are held until the
+thresholds are learnt, so after a start or a gap the bound is
+``max(learn_s + candidate_s, that)``. The conditioner adds its own delay
+(``Conditioner.delay_s``), and a beat waits ``window_after_s`` more.
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ class DetectorConfig:
     """
 
     band_hz: tuple[float, float] = (5.0, 20.0)
-    mwi_s: float = 0.12
+    feature_power: float = 1.5
+    mwi_s: float = 0.1
     candidate_s: float = 0.2
     learn_s: float = 2.0
     threshold_frac: float = 0.25
@@ -53,6 +63,9 @@ class DetectorConfig:
     twave_slope_frac: float = 0.5
     min_rr_s: float = 0.2
     max_rr_s: float = 2.0
+    recover_factor: float = 0.6
+    refine_back_s: float = 0.18
+    refine_fwd_s: float = 0.03
 
     def __post_init__(self) -> None:
         lo, hi = self.band_hz
@@ -66,6 +79,12 @@ class DetectorConfig:
             raise ValueError("threshold fractions must be in (0, 1)")
         if self.searchback_rr <= 1:
             raise ValueError("searchback_rr must exceed 1")
+        if not 0.5 <= self.feature_power <= 2.0:
+            raise ValueError(f"feature_power must be within 0.5..2, got {self.feature_power}")
+        if not 0 < self.recover_factor < 1:
+            raise ValueError("recover_factor must be in (0, 1)")
+        if self.refine_back_s < 0 or self.refine_fwd_s < 0:
+            raise ValueError("refinement spans must not be negative")
 
 
 class RPeakDetector:
@@ -99,8 +118,11 @@ class RPeakDetector:
         self._twave = round(cfg.twave_s * fs_hz)
         # MWI peak lags the QRS centre by about half the window plus the
         # band-pass delay; refinement searches this span before the peak.
-        self.refine_back = self._n_mwi + round(0.06 * fs_hz)
-        self.refine_fwd = round(0.03 * fs_hz)
+        # It is a setting of its own (not derived from mwi_s), so tuning the
+        # feature does not move the R peaks the model is trained on.
+        self.refine_back = round(cfg.refine_back_s * fs_hz)
+        self.refine_fwd = round(cfg.refine_fwd_s * fs_hz)
+        self._pow = float(cfg.feature_power)
         self.reset()
 
     # -- state ---------------------------------------------------------
@@ -123,6 +145,9 @@ class RPeakDetector:
         self._last_slope = 0.0
         self._rr: list[int] = []
         self._pending: list[tuple[int, float, float]] = []  # candidates held during learning
+        # Index of the newest sample a decision in progress depends on (for
+        # measuring the detection delay; no effect on the output).
+        self._now = -1
 
     @property
     def threshold(self) -> float:
@@ -137,7 +162,13 @@ class RPeakDetector:
         z, self._zi = signal.sosfilt(self._sos, y, zi=self._zi)
         d = np.diff(z, prepend=self._prev)
         self._prev = float(z[-1])
-        sq = d * d
+        a = np.abs(d)
+        if self._pow == 2.0:
+            sq = a * a
+        elif self._pow == 1.5:
+            sq = a * np.sqrt(a)
+        else:
+            sq = a**self._pow
         ext = np.concatenate((self._mwi_hist, sq))
         n = self._n_mwi
         # A sum of n terms per sample (not a running cumsum, whose rounding
@@ -173,8 +204,10 @@ class RPeakDetector:
                 i = self._decided + int(k)
                 s0 = max(self._buf0, i - self.refine_back)
                 sl = float(self._slope_hist[s0 - self._buf0: i + 1 - self._buf0].max())
+                self._now = i + w
                 out.extend(self._candidate(i, float(core[k]), sl))
             self._decided = hi
+            self._now = self._n - 1
             out.extend(self._searchback(self._decided - 1))
         # Keep context for the next call: w before the undecided part and the
         # slope span refinement needs.
@@ -277,10 +310,10 @@ class RPeakDetector:
                 self._cands = rest
                 continue
             # Nothing passes even the lower threshold: the amplitude may have
-            # dropped (electrode moved). Halve the levels so the detector
+            # dropped (electrode moved). Lower the levels so the detector
             # recovers, and search on from the end of this span.
             self._cands = [c for c in self._cands if c[0] > limit]
-            self._spk *= 0.5
-            self._npk *= 0.5
+            self._spk *= self.cfg.recover_factor
+            self._npk *= self.cfg.recover_factor
             self._anchor = limit
         return out
