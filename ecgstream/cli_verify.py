@@ -1,0 +1,66 @@
+"""``ecgstream verify A B``: are two recordings of the same person?
+
+Prints the fused score, the card threshold it is held to, the decision and
+the calibrated probability (see :class:`ecgstream.api.VerifyResult`).
+
+Exit codes: 0 accept (same person), 1 reject (different persons), 2 bad
+input (a record or channel that cannot be read, too few good beats),
+78 a model or card that cannot be used (hash mismatch, newer card format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_ACCEPT, EXIT_REJECT, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``verify`` on the ``ecgstream`` command's subparsers."""
+    v = subparsers.add_parser(
+        "verify",
+        help="verify two recordings against each other (score, decision, probability)",
+        description="Enrol recording A (template of its good beats) and score recording B against "
+        "it with the shipped int8 model: the fused score is the mean cosine score of B's good "
+        "beats. Exit code 0 accept, 1 reject, 2 bad input, 78 unusable model or card.",
+    )
+    v.add_argument("a", metavar="A", help="WFDB record to enrol, e.g. data/ecgid-excerpt/Person_01/rec_1")
+    v.add_argument("b", metavar="B", help="WFDB record to verify against A")
+    v.add_argument("--channel", default="0", help="channel index or name of both records (default 0)")
+    v.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    v.add_argument("--operating-point", choices=("eer", "far_0.001"), default="eer",
+                   help="card threshold: equal error rate (default) or FAR 0.1%% on held-out persons")
+    v.add_argument("--model", dest="verify_model", help="model .tflite (default: the shipped edge/model.tflite)")
+    v.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1)")
+    v.set_defaults(func=run)
+    return v
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``verify``; returns the exit code (see module docs)."""
+    from edge import EmbeddingModel, ModelError
+
+    from .api import verify_records
+    from .data import DataError
+
+    channel: int | str = int(args.channel) if str(args.channel).isdigit() else args.channel
+    try:
+        model = EmbeddingModel(getattr(args, "verify_model", None), num_threads=args.threads)
+    except (ModelError, ValueError) as exc:
+        print(f"ecgstream verify: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        r = verify_records(args.a, args.b, model=model, channel=channel,
+                           operating_point=args.operating_point)
+    except (DataError, ValueError) as exc:
+        print(f"ecgstream verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"a": str(args.a), "b": str(args.b), **r.to_dict()}))
+    else:
+        print(f"score {r.score:.4f}  threshold {r.threshold:.4f} ({r.operating_point}, "
+              f"{r.threshold_beats} beats)  {r.decision.upper()}  probability {r.probability:.3f}  "
+              f"[{r.beats_a} beats of A enrolled, {r.beats_b} beats of B scored; {r.model_id}]")
+    return EXIT_ACCEPT if r.accepted else EXIT_REJECT

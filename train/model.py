@@ -1,0 +1,291 @@
+"""The embedding network both branches of the twin share, and its training.
+
+A small 1-D CNN maps a z-scored beat window (175 samples at 250 Hz) to a
+unit-length embedding; L2 normalisation is inside the network
+(``tf.math.l2_normalize``, which LiteRT runs as its int8
+``L2_NORMALIZATION`` op). It is trained as a classifier over the training
+identities with an additive angular margin (ArcFace, Deng et al. 2019,
+optionally with sub-centres) and only the embedding is kept: unseen persons
+are compared by cosine similarity of their embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ and Python loggers (call before importing it)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+quiet_tensorflow()
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Attributes
+    ----------
+    embedding_dim : int
+        Size of the unit embedding.
+    width : int
+        Channels of the first convolution (later ones scale from it).
+    epochs : int
+        Passes over the (capped) training set.
+    batch_size : int
+    lr : float
+        Peak learning rate (Adam, cosine decay after a 2-epoch warm-up).
+    margin : float
+        ArcFace additive angular margin in radians.
+    scale : float
+        ArcFace logit scale.
+    subcenters : int
+        Sub-centres per identity (1 = plain ArcFace).
+    mitdb_cap : int
+        Beats drawn per MIT-BIH person (each epoch draws afresh).
+    dropout : float
+    seed : int
+    threads : int
+        TensorFlow intra-op threads.
+    """
+
+    embedding_dim: int = 64
+    width: int = 16
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 3e-3
+    margin: float = 0.3
+    scale: float = 30.0
+    subcenters: int = 1
+    mitdb_cap: int = 250
+    dropout: float = 0.2
+    weight_decay: float = 1e-4
+    seed: int = 1
+    threads: int = 2
+    aug: dict[str, float] = field(
+        default_factory=lambda: {"shift": 3, "scale": 0.15, "drift": 0.3, "offset": 0.2, "noise": 0.08,
+                                 "stretch": 0.0, "r_index": 62}
+    )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="ecgstream")
+class L2Normalize(keras.layers.Layer):
+    """``tf.math.l2_normalize`` over the last axis (an int8 op in LiteRT)."""
+
+    def call(self, x):  # noqa: D102
+        return tf.math.l2_normalize(x, axis=-1, epsilon=1e-6)
+
+
+def build_embedding(window_len: int, cfg: TrainConfig) -> keras.Model:
+    """The embedding network: z-scored window (n, window_len) -> unit (n, dim)."""
+    w = cfg.width
+    inp = keras.Input((window_len,), name="beat")
+    x = keras.layers.Reshape((window_len, 1))(inp)
+    for i, (ch, k) in enumerate(((w, 7), (int(w * 1.5), 5), (2 * w, 5), (3 * w, 3))):
+        x = keras.layers.Conv1D(ch, k, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling1D(2, name=f"pool{i}")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(cfg.dropout)(x)
+    x = keras.layers.Dense(cfg.embedding_dim, name="proj")(x)
+    out = L2Normalize(name="l2norm")(x)
+    return keras.Model(inp, out, name="ecg_embedding")
+
+
+def _zscore_tf(x: tf.Tensor) -> tf.Tensor:
+    mu = tf.reduce_mean(x, axis=-1, keepdims=True)
+    sd = tf.math.reduce_std(x, axis=-1, keepdims=True)
+    return (x - mu) / tf.maximum(sd, 1e-3)
+
+
+def augment(x: tf.Tensor, rng: tf.random.Generator, aug: dict[str, float]) -> tf.Tensor:
+    """Random shift, amplitude scale, baseline drift and noise, then z-score.
+
+    Applied to z-scored windows; the re-normalisation makes the result what
+    the runtime would feed for the same disturbance of the raw window.
+    """
+    n = tf.shape(x)[0]
+    L = x.shape[1]
+    if aug.get("stretch", 0) > 0:
+        # Time-warp around the R peak (heart-rate changes stretch the ST-T part).
+        f = rng.uniform([n, 1], 1 - aug["stretch"], 1 + aug["stretch"])
+        r = float(aug["r_index"])
+        pos = tf.clip_by_value(r + (tf.range(L, dtype=tf.float32)[None, :] - r) * f, 0.0, L - 1.001)
+        lo = tf.cast(tf.floor(pos), tf.int32)
+        frac = pos - tf.floor(pos)
+        x = tf.gather(x, lo, batch_dims=1) * (1 - frac) + tf.gather(x, lo + 1, batch_dims=1) * frac
+    s = rng.uniform([n, 1], -aug["shift"], aug["shift"] + 1, dtype=tf.int32)
+    idx = tf.clip_by_value(tf.range(L)[None, :] - s, 0, L - 1)
+    x = tf.gather(x, idx, batch_dims=1)
+    x = x * rng.uniform([n, 1], 1 - aug["scale"], 1 + aug["scale"])
+    ramp = tf.linspace(-1.0, 1.0, L)[None, :]
+    x = x + rng.normal([n, 1], 0, aug["drift"]) * ramp + rng.normal([n, 1], 0, aug["offset"])
+    x = x + rng.normal([n, L], 0, 1) * rng.uniform([n, 1], 0, aug["noise"])
+    return _zscore_tf(x)
+
+
+class ArcFace(keras.layers.Layer):
+    """Additive angular margin logits over ``n_classes`` (x ``subcenters``)."""
+
+    def __init__(self, n_classes: int, margin: float, scale: float, subcenters: int = 1, **kw):
+        super().__init__(**kw)
+        self.n, self.m, self.s, self.k = n_classes, margin, scale, subcenters
+
+    def build(self, input_shape):  # noqa: D102
+        self.w = self.add_weight(
+            shape=(int(input_shape[-1]), self.n * self.k), initializer="glorot_uniform", name="centres"
+        )
+
+    def call(self, emb, labels=None):  # noqa: D102
+        w = tf.math.l2_normalize(self.w, axis=0)
+        cos = tf.matmul(emb, w)
+        if self.k > 1:
+            cos = tf.reduce_max(tf.reshape(cos, (-1, self.n, self.k)), axis=-1)
+        if labels is None:
+            return self.s * cos
+        cos = tf.clip_by_value(cos, -1 + 1e-6, 1 - 1e-6)
+        theta = tf.acos(cos)
+        target = tf.cos(tf.minimum(theta + self.m, math.pi))
+        onehot = tf.one_hot(labels, self.n)
+        return self.s * (onehot * target + (1 - onehot) * cos)
+
+
+class _Progress:
+    """One line per epoch on stderr: loss, accuracy, time, ETA."""
+
+    def __init__(self, epochs: int, label: str) -> None:
+        self.epochs, self.label, self.t0 = epochs, label, time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, epoch: int, loss: float, acc: float) -> None:
+        el = time.monotonic() - self.t0
+        eta = el / (epoch + 1) * (self.epochs - epoch - 1)
+        bar_n = 20 * (epoch + 1) // self.epochs
+        line = (f"{self.label} [{'#' * bar_n}{'.' * (20 - bar_n)}] epoch {epoch + 1:3d}/{self.epochs} "
+                f"loss {loss:6.3f} acc {acc:5.3f} {el:5.0f}s eta {eta:4.0f}s")
+        end = "\n" if (not self.tty or epoch + 1 == self.epochs) else "\r"
+        print(line, end=end, file=sys.stderr, flush=True)
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` intra-op threads (both cores of the training machine)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process
+        pass
+
+
+def train_embedding(
+    x: np.ndarray,
+    person: np.ndarray,
+    cfg: TrainConfig,
+    capped: np.ndarray | None = None,
+    label: str = "train",
+) -> tuple[keras.Model, dict]:
+    """Train the embedding network with an ArcFace head.
+
+    Parameters
+    ----------
+    x : ndarray (n, window_len) float32
+        Normalised beat windows (``edge.preprocess.normalise_beats``).
+    person : ndarray (n,)
+        Identity of each beat (any integers).
+    cfg : TrainConfig
+    capped : ndarray (n,) bool, optional
+        Beats of identities to subsample to ``cfg.mitdb_cap`` per identity and
+        epoch (MIT-BIH's long records).
+    label : str
+        Prefix of the progress line.
+
+    Returns
+    -------
+    model : keras.Model
+        The embedding network (float).
+    history : dict
+        Loss and training accuracy per epoch, seconds.
+    """
+    set_threads(cfg.threads)
+    keras.utils.set_random_seed(cfg.seed)
+    rng_np = np.random.default_rng(cfg.seed)
+    ids, y = np.unique(person, return_inverse=True)
+    y = y.astype(np.int32)
+    capped = np.zeros(len(y), bool) if capped is None else capped
+    free_idx = np.flatnonzero(~capped)
+    cap_groups = [np.flatnonzero(capped & (y == c)) for c in np.unique(y[capped])]
+    model = build_embedding(x.shape[1], cfg)
+    head = ArcFace(len(ids), cfg.margin, cfg.scale, cfg.subcenters)
+    head.build((None, cfg.embedding_dim))
+    n_epoch = free_idx.size + sum(min(cfg.mitdb_cap, g.size) for g in cap_groups)
+    steps = max(1, n_epoch // cfg.batch_size)
+    total = steps * cfg.epochs
+    warm = min(2 * steps, total // 4)
+    sched = keras.optimizers.schedules.CosineDecay(
+        cfg.lr / 10, max(1, total - warm), alpha=0.01, warmup_target=cfg.lr, warmup_steps=warm
+    )
+    opt = keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay)
+    rng = tf.random.Generator.from_seed(cfg.seed)
+    variables = model.trainable_variables + head.trainable_variables
+    aug = {k: float(v) for k, v in cfg.aug.items()}
+    aug["shift"] = int(aug["shift"])
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        xa = augment(xb, rng, aug)
+        with tf.GradientTape() as tape:
+            emb = model(xa, training=True)
+            logits = head(emb, yb)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+            )
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+        acc = tf.reduce_mean(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == yb, tf.float32))
+        return loss, acc
+
+    progress = _Progress(cfg.epochs, label)
+    hist: dict[str, list[float]] = {"loss": [], "acc": []}
+    t0 = time.monotonic()
+    xt = tf.constant(x)
+    yt = tf.constant(y)
+    for ep in range(cfg.epochs):
+        parts = [free_idx] + [rng_np.choice(g, min(cfg.mitdb_cap, g.size), replace=False) for g in cap_groups]
+        order = rng_np.permutation(np.concatenate(parts))
+        ls, acs = [], []
+        for b in range(steps):
+            sel = tf.constant(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            loss, acc = step(tf.gather(xt, sel), tf.gather(yt, sel))
+            ls.append(float(loss))
+            acs.append(float(acc))
+        hist["loss"].append(float(np.mean(ls)))
+        hist["acc"].append(float(np.mean(acs)))
+        progress(ep, hist["loss"][-1], hist["acc"][-1])
+    return model, {"history": hist, "seconds": time.monotonic() - t0, "n_identities": int(len(ids)),
+                   "beats_per_epoch": int(steps * cfg.batch_size), "params": int(model.count_params())}
+
+
+def embed_float(model: keras.Model, windows_normalised: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Float (Keras) embeddings of normalised windows, unit rows."""
+    out = model.predict(windows_normalised, batch_size=batch, verbose=0).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
