@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_paho_log = logging.getLogger(__name__ + ".paho")
 
 AUTH_STATES = ("authenticated", "rejected", "unknown")
 #: Substrings of payload keys that are refused anywhere in a payload (raw
@@ -363,7 +364,7 @@ class StdoutPublisher:
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream: TextIO = stream if stream is not None else sys.stdout
         self.stats = PublisherStats()
         self._announced: dict[str, bool] = {}
         self._broken = False
@@ -804,7 +805,7 @@ class MqttPublisher:
             from paho.mqtt.properties import Properties
 
             props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = max(1, math.ceil(valid_until - now))
+            props.MessageExpiryInterval = max(1, math.floor(valid_until - now))  # never outlives it
             props.ContentType = "application/json"
         self._send(self.topic(device, kind), _encode(payload), retain=True, kind=kind, props=props)
 
@@ -845,7 +846,7 @@ class MqttPublisher:
         self._update_queued()
 
     # -- connection manager thread ----------------------------------------------------
-    def _new_client(self, gen: int) -> Any:
+    def _new_client(self, gen: int) -> tuple[Any, threading.Event, dict[str, Any]]:
         import paho.mqtt.client as mqtt
 
         proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
@@ -855,7 +856,9 @@ class MqttPublisher:
         if proto == mqtt.MQTTv311:
             kw["clean_session"] = True
         c = mqtt.Client(**kw)
-        c.enable_logger(logging.getLogger(__name__ + ".paho"))
+        # paho's own messages at DEBUG only: it reports a normal disconnect as an error,
+        # and every failure that matters is logged here with its reason.
+        c.on_log = lambda _c, _u, _level, buf: _paho_log.debug("%s", buf)
         c.connect_timeout = self.connect_timeout_s
         if self.username is not None:
             c.username_pw_set(self.username, self._password)
@@ -873,7 +876,7 @@ class MqttPublisher:
             if gen == self._generation:
                 self._connected = False  # a plain store; the manager thread tidies up under _lock
             if not done.is_set():
-                result.setdefault("rc", rc)
+                result["closed"] = True
                 done.set()
             self._lost.set()
 
@@ -895,9 +898,7 @@ class MqttPublisher:
         c.on_connect = on_connect
         c.on_disconnect = on_disconnect
         c.on_publish = on_publish
-        c._ecg_done = done  # noqa: SLF001 - our own attribute on our own client
-        c._ecg_result = result
-        return c
+        return c, done, result
 
     def _attempt(self) -> bool:
         """One connection attempt; True when connected (and flushed)."""
@@ -905,7 +906,7 @@ class MqttPublisher:
             self._generation += 1
             gen = self._generation
         try:
-            client = self._new_client(gen)
+            client, done, result = self._new_client(gen)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"TLS setup failed: {exc}"
             return False
@@ -924,15 +925,19 @@ class MqttPublisher:
             return False
         self._lost.clear()
         client.loop_start()
-        done: threading.Event = client._ecg_done
         if not done.wait(self.connect_timeout_s) or self._stop.is_set():
             self.last_error = self.last_error if done.is_set() else \
                 f"no CONNACK within {self.connect_timeout_s:.0f} s"
             self._drop(client)
             return False
-        rc = client._ecg_result.get("rc")
-        if rc is None or getattr(rc, "is_failure", True):
-            text = str(rc) if rc is not None else "connection closed"
+        rc = result.get("rc")
+        if rc is None:
+            self.last_error = ("the broker closed the connection before accepting it "
+                               "(a TLS port without tls settings?)")
+            self._drop(client)
+            return False
+        if getattr(rc, "is_failure", True):
+            text = str(rc)
             hint = ""
             if text.lower() in ("not authorized", "bad user name or password"):
                 hint = " (check the MQTT username and password)"

@@ -41,11 +41,27 @@ def _observer(b, topic="#"):
     return Observer(b, topic, username="observer", password=USERS["observer"], tls_ca=b.ca_file)
 
 
-def _pub(b, password=USERS["ecgstream"], ca=None, **kw):
+_OPEN: list[MqttPublisher] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_publishers():
+    """Close every publisher a test made, also when the test fails half-way."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+_DEFAULT_TLS = TlsOptions()  # stands for "TLS with the broker's CA"
+
+
+def _pub(b, password=USERS["ecgstream"], ca=None, host="localhost", tls=_DEFAULT_TLS, **kw):
     kw.setdefault("connect_timeout_s", 3.0)
     kw.setdefault("retry_min_s", 0.1)
-    return MqttPublisher("localhost", b.port, username="ecgstream", password=password,
-                         tls=TlsOptions(ca_file=ca or b.ca_file), **kw)
+    pub = MqttPublisher(host, b.port, username="ecgstream", password=password,
+                        tls=TlsOptions(ca_file=ca or b.ca_file) if tls is _DEFAULT_TLS else tls, **kw)
+    _OPEN.append(pub)
+    return pub
 
 
 def _auth(seq=1):
@@ -124,16 +140,14 @@ def test_untrusted_ca_is_a_clear_tls_error(tls_broker, tmp_path):
 
 
 def test_plaintext_to_tls_listener_fails(tls_broker):
-    pub = MqttPublisher("127.0.0.1", tls_broker.port, username="ecgstream", password=USERS["ecgstream"],
-                        on_connect_failure="exit", connect_timeout_s=2.0)
-    with pytest.raises(PublishError):
+    pub = _pub(tls_broker, host="127.0.0.1", tls=None, on_connect_failure="exit", connect_timeout_s=2.0)
+    with pytest.raises(PublishError, match="closed the connection|Connection reset"):
         pub.start()
 
 
 def test_insecure_flag_warns_loudly(tls_broker, caplog):
     caplog.set_level(logging.WARNING, logger="ecgstream.publish")
-    pub = MqttPublisher("127.0.0.1", tls_broker.port, username="ecgstream", password=USERS["ecgstream"],
-                        tls=TlsOptions(ca_file=tls_broker.ca_file, insecure=True), connect_timeout_s=3.0)
+    pub = _pub(tls_broker, host="127.0.0.1", tls=TlsOptions(ca_file=tls_broker.ca_file, insecure=True))
     pub.start()
     assert pub.connected
     assert any("does NOT verify" in r.getMessage() for r in caplog.records)

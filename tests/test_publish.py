@@ -168,10 +168,27 @@ def broker(tmp_path):
         yield b
 
 
+_OPEN: list[MqttPublisher] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_publishers():
+    """Close every publisher a test made, also when the test fails half-way."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _mqtt(host, port, **kw):
+    pub = MqttPublisher(host, port, **kw)
+    _OPEN.append(pub)
+    return pub
+
+
 def _pub(broker, **kw):
     kw.setdefault("retry_min_s", 0.1)
     kw.setdefault("connect_timeout_s", 3.0)
-    return MqttPublisher(broker.host, broker.port, **kw)
+    return _mqtt(broker.host, broker.port, **kw)
 
 
 @pytest.mark.broker
@@ -325,7 +342,7 @@ def test_broker_stale_state_is_replaced_not_republished(tmp_path):
     """A state that expired while disconnected reaches the broker as `unknown`, never `authenticated`."""
     port = free_port()
     now = [time.time()]
-    pub = MqttPublisher("127.0.0.1", port, will_devices=["dev1"], retry_min_s=0.1, retry_max_s=0.2,
+    pub = _mqtt("127.0.0.1", port, will_devices=["dev1"], retry_min_s=0.1, retry_max_s=0.2,
                         connect_timeout_s=1.0, clock=lambda: now[0])
     pub.start()  # retry mode: no broker yet, start() does not raise
     assert not pub.connected
@@ -343,7 +360,7 @@ def test_broker_stale_state_is_replaced_not_republished(tmp_path):
 
 def test_event_queue_bounded_while_disconnected(caplog):
     caplog.set_level(logging.WARNING, logger="ecgstream.publish")
-    pub = MqttPublisher("127.0.0.1", free_port(), events_max=3, retry_min_s=5, connect_timeout_s=0.5)
+    pub = _mqtt("127.0.0.1", free_port(), events_max=3, retry_min_s=5, connect_timeout_s=0.5)
     pub.start()
     for i in range(5):
         pub.event("dev1", {"what": "x", "i": i})
@@ -354,6 +371,6 @@ def test_event_queue_bounded_while_disconnected(caplog):
 
 
 def test_exit_on_unreachable_broker():
-    pub = MqttPublisher("127.0.0.1", free_port(), on_connect_failure="exit", connect_timeout_s=1.0)
+    pub = _mqtt("127.0.0.1", free_port(), on_connect_failure="exit", connect_timeout_s=1.0)
     with pytest.raises(PublishError, match="refused"):
         pub.start()
