@@ -243,7 +243,10 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         src_kwargs.update(_mqtt_kwargs(cfg))
     source = open_source(uri, **src_kwargs)
     if cfg.mqtt.host:
-        publisher = MqttPublisher(**_publisher_kwargs(cfg))
+        # A connection carries one last will: with one known device it is that
+        # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
+        single = getattr(source, "device", None)
+        publisher = MqttPublisher(**_publisher_kwargs(cfg), will_devices=[single] if single else None)
     else:
         publisher = StdoutPublisher(stdout or sys.stdout)
     return Daemon(
