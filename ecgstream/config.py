@@ -297,8 +297,9 @@ class MqttConfig(_Section):
         ``password_file``, ``password_env`` or ``password_credential``.
         Never shown by ``repr`` or logged.
     password_file : str
-        File holding the password (one trailing newline is ignored). Keep it
-        mode 0600. Must exist when given.
+        File holding the password (one trailing newline is ignored; an
+        empty file means no password). Keep it mode 0600. Must exist when
+        given.
     password_env : str
         Environment variable holding the password.
     password_credential : str
@@ -370,8 +371,6 @@ class MqttConfig(_Section):
                  if getattr(self, k)]
         for k in given[1:]:
             p.append((k, f"give the password one way only (also set: {given[0]})"))
-        if given and not self.username:
-            p.append((given[0], "a password without a username is never sent; set username"))
         if self.password_env and not _ENV_RE.fullmatch(self.password_env):
             p.append(("password_env", f"{self.password_env!r} is not an environment variable name"))
         if self.password_credential and not _ID_RE.fullmatch(self.password_credential):
@@ -668,11 +667,10 @@ def _build_section(cls: type, raw: Mapping[str, Any], path: tuple[str, ...], ctx
             ctx.add(kp, msg)
             continue
         meta = fields[k].metadata
-        if meta.get("path") and val:
+        if meta.get("path") and isinstance(val, str) and val:
+            val = os.path.expanduser(val)
             if ctx.config_dir is not None and kp not in ctx.from_cmdline:
-                val = str(ctx.config_dir / os.path.expanduser(val))
-            else:
-                val = os.path.expanduser(val)
+                val = str(ctx.config_dir / val)
             if meta.get("exists") and not os.path.isfile(val):
                 ctx.add(kp, f"no such file: {val}")
                 continue
@@ -752,10 +750,10 @@ def build_config(
     ctx = _Ctx(path, text, Path(path).resolve().parent if path else None)
     if not isinstance(data, Mapping):
         raise ConfigError([ConfigProblem("", "the config must be a table", None, path)])
-    data = copy.deepcopy(dict(data))
-    _apply_overrides(data, overrides or {}, ctx)
+    merged: dict[str, Any] = copy.deepcopy(dict(data))
+    _apply_overrides(merged, overrides or {}, ctx)
 
-    for k in data:
+    for k in merged:
         if k not in SECTIONS and k != "devices":
             close = difflib.get_close_matches(str(k), [*SECTIONS, "devices"], n=1)
             hint = f"; did you mean [{close[0]}]?" if close else f"; known: {', '.join([*SECTIONS, 'devices'])}"
@@ -763,7 +761,7 @@ def build_config(
 
     tables: dict[str, dict[str, Any]] = {}
     for name in SECTIONS:
-        raw = data.get(name, {})
+        raw = merged.get(name, {})
         if not isinstance(raw, dict):
             ctx.add((name,), f"must be a table ([{name}]), got {_describe(raw)}")
             raw = None
@@ -780,7 +778,7 @@ def build_config(
             built[name] = _build_section(cls, tables[name], (name,), ctx)
 
     devices: dict[str, DeviceConfig] = {}
-    raw_dev = data.get("devices", {})
+    raw_dev = merged.get("devices", {})
     if not isinstance(raw_dev, dict):
         ctx.add(("devices",), f"must be tables [devices.<device_id>], got {_describe(raw_dev)}")
     else:
@@ -799,7 +797,8 @@ def build_config(
 
     if ctx.problems:
         # file order, then the command line
-        raise ConfigError(sorted(ctx.problems, key=lambda p: (p.origin == _CMDLINE, p.line or 0)))
+        ordered = sorted(ctx.problems, key=lambda p: (p.origin == _CMDLINE, p.line or 0))
+        raise ConfigError(ordered)
 
     warnings: list[str] = []
     m: MqttConfig = built["mqtt"]
@@ -813,6 +812,9 @@ def build_config(
         warnings.append(f"{where}: mqtt.tls = true with port 1883 (the plain-text port?)")
     if m.host and not m.tls and m.port == 8883:
         warnings.append(f"{where}: mqtt.port 8883 without tls = true (the TLS port?)")
+    given = [k for k in ("password", "password_file", "password_env", "password_credential") if getattr(m, k)]
+    if given and not m.username:
+        warnings.append(f"{where}: mqtt.{given[0]} is set but username is empty: no credentials are sent")
     if m.host and not m.tls and m.username:
         warnings.append(f"{where}: mqtt credentials are sent in clear text (tls = false)")
     return Config(daemon=built["daemon"], devices=devices, mqtt=m, templates=built["templates"],
@@ -895,12 +897,15 @@ def resolve_secret(
     Returns
     -------
     str or None
-        The secret, or None when none is configured.
+        The secret, or None when none is configured or the configured
+        file, credential or variable is empty (a broker without a
+        password: the systemd units always load the ``mqtt-password``
+        credential, empty when there is no password).
 
     Raises
     ------
     ConfigError
-        The configured source is missing, unreadable or empty; the problem
+        The configured source is missing or unreadable; the problem
         names the key (never the secret).
     """
     env = os.environ if environ is None else environ
@@ -912,7 +917,7 @@ def resolve_secret(
     def fail(key: str, msg: str) -> ConfigError:
         return ConfigError([ConfigProblem(f"{sec}.{key}", msg)])
 
-    def read(p: Path, key: str, what: str) -> str:
+    def read(p: Path, key: str, what: str) -> str | None:
         try:
             value = p.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -923,7 +928,8 @@ def resolve_secret(
             raise fail(key, f"cannot read {what} {p}: {getattr(exc, 'strerror', None) or exc}") from None
         value = value.removesuffix("\n").removesuffix("\r")
         if not value:
-            raise fail(key, f"{what} {p} is empty")
+            log.info("%s.%s: %s %s is empty: no %s", sec, key, what, p, name)
+            return None
         return value
 
     f = getattr(section, f"{name}_file", "")
@@ -935,7 +941,8 @@ def resolve_secret(
         if value is None:
             raise fail(f"{name}_env", f"environment variable {var} is not set")
         if not value:
-            raise fail(f"{name}_env", f"environment variable {var} is empty")
+            log.info("%s.%s_env: environment variable %s is empty: no %s", sec, name, var, name)
+            return None
         return value
     cred = getattr(section, f"{name}_credential", "")
     if cred:

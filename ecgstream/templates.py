@@ -769,7 +769,13 @@ def create_key_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.parent.exists():
         p.parent.mkdir(mode=0o700, parents=True)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise FileExistsError(
+            exc.errno, f"{p} exists already; refusing to overwrite a template key "
+            "(templates encrypted with it would become unreadable)"
+        ) from None
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, (os.urandom(KEY_BYTES).hex() + "\n").encode("ascii"))
