@@ -256,7 +256,10 @@ class Daemon:
 
     def _process(self, batch: list[SampleChunk]) -> None:
         st = self.stats
-        pending: list[tuple[_Device, Beat, float]] = []
+        # Push every chunk first, remembering what happened in stream order
+        # (beats, then the contact state after the chunk), embed all good
+        # beats of the batch in one call, then replay the steps in order.
+        steps: list[tuple[_Device, list[Beat], float, bool]] = []
         for chunk in batch:
             try:
                 dev = self._device(chunk)
@@ -273,34 +276,29 @@ class Daemon:
             dev.silent = False
             dev.stream_t = dev.pipeline.status.next_sample / dev.fs
             dev.liveness.on_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host)
-            for b in beats:
-                pending.append((dev, b, chunk.arrival_s))
-            self._contact(dev)
-        if not pending:
-            return
-        st.beats += len(pending)
-        good = [(d, b, a) for d, b, a in pending if b.good and d.decider is not None]
-        emb = None
-        if good:
-            emb = self.embedder.embed(np.stack([b.window for _, b, _ in good]))
-            st.beats_embedded += len(good)
+            steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))
+        good = [b.window for dev, beats, _, _ in steps if dev.decider is not None for b in beats if b.good]
+        emb = self.embedder.embed(np.stack(good)) if good else None
+        st.beats_embedded += len(good)
         gi = 0
-        for dev, b, arrival in pending:
-            dev.liveness.on_beat(b)
-            live = dev.liveness.state(dev.pipeline.status.leads_off)
-            if b.good and dev.decider is not None and emb is not None:
-                st.beats_good += 1
-                scores = emb[gi] @ dev.templates.T
-                gi += 1
-                d = dev.decider.add_beat(b.r_time_s, scores, live.failed)
-                if dev.device not in st.first_decision_s and d.state != UNKNOWN:
-                    st.first_decision_s[dev.device] = b.r_time_s
-                if self._publish_auth(dev, d, force=d.changed):
-                    st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
-            self._publish_liveness(dev, live)
+        for dev, beats, arrival, off in steps:
+            st.beats += len(beats)
+            for b in beats:
+                dev.liveness.on_beat(b)
+                live = dev.liveness.state(off)
+                if b.good and dev.decider is not None and emb is not None:
+                    st.beats_good += 1
+                    scores = emb[gi] @ dev.templates.T
+                    gi += 1
+                    d = dev.decider.add_beat(b.r_time_s, scores, live.failed)
+                    if dev.device not in st.first_decision_s and d.state != UNKNOWN:
+                        st.first_decision_s[dev.device] = b.r_time_s
+                    if self._publish_auth(dev, d, force=d.changed):
+                        st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
+                self._publish_liveness(dev, live)
+            self._contact(dev, off)
 
-    def _contact(self, dev: _Device) -> None:
-        off = dev.pipeline.status.leads_off
+    def _contact(self, dev: _Device, off: bool) -> None:
         if off and not dev.leads_off:
             dev.liveness.reset_beats()
             dev.liveness.loop_flagged_at_s = None
