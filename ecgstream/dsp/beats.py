@@ -101,6 +101,7 @@ class BeatPipeline:
         detector: DetectorConfig | None = None,
     ) -> None:
         self.cfg = cfg = cfg or DspConfig()
+        cfg.check_input_rate(fs_in_hz)
         self.device = device
         self.fs_in = float(fs_in_hz)
         self.conditioner = Conditioner(fs_in_hz, cfg)
@@ -189,7 +190,7 @@ class BeatPipeline:
             return beats
         st.samples_in += x.size
         bad = ~np.isfinite(x) if not chunk.leads_off else np.ones(x.size, dtype=bool)
-        if not bad.any():
+        if not bad.any() and self._invalid_run == 0:
             beats.extend(self._feed(x, start))
         else:
             beats.extend(self._feed_with_invalid(x, bad, start))
@@ -248,18 +249,17 @@ class BeatPipeline:
         self._fed += x.size
         self._raw = np.concatenate((self._raw, x))
         self._raw_bad = np.concatenate((self._raw_bad, np.full(x.size, bad)))
-        if self._raw.size > self._raw_keep:
-            cut = self._raw.size - self._raw_keep
-            self._raw = self._raw[cut:]
-            self._raw_bad = self._raw_bad[cut:]
-            self._raw0 += cut
         y = self.conditioner.push(x)
         if y.size == 0:
+            self._trim_raw()
             return []
         self._y = np.concatenate((self._y, y))
         for q in self.detector.push(y):
             self._pending.append(self._refine(q))
         beats = self._emit(final=False)
+        # Trim the raw history only after the beats of this chunk have read
+        # it: a large chunk (a whole record) emits beats from its start too.
+        self._trim_raw()
         keep = self._y_keep
         n_total = self._y0 + self._y.size
         oldest = min([n_total - keep] + [r - self.cfg.n_before for r in self._pending])
@@ -267,6 +267,13 @@ class BeatPipeline:
             self._y = self._y[oldest - self._y0:]
             self._y0 = oldest
         return beats
+
+    def _trim_raw(self) -> None:
+        if self._raw.size > self._raw_keep:
+            cut = self._raw.size - self._raw_keep
+            self._raw = self._raw[cut:]
+            self._raw_bad = self._raw_bad[cut:]
+            self._raw0 += cut
 
     def _track_flat(self, x: np.ndarray) -> None:
         # Length of the run of identical values ending at the last sample.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 __all__ = ["DspConfig"]
@@ -81,7 +82,8 @@ class DspConfig:
 
     def check_input_rate(self, fs_in_hz: float) -> None:
         """Raise ValueError if ``fs_in_hz`` cannot be processed."""
-        if not (isinstance(fs_in_hz, int | float) and self.min_input_hz <= fs_in_hz <= self.max_input_hz):
+        ok = isinstance(fs_in_hz, numbers.Real) and not isinstance(fs_in_hz, bool)
+        if not (ok and self.min_input_hz <= fs_in_hz <= self.max_input_hz):
             raise ValueError(
                 f"sampling rate {fs_in_hz!r} Hz is outside the supported "
                 f"{self.min_input_hz:g}..{self.max_input_hz:g} Hz"
