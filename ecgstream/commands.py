@@ -154,7 +154,9 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
         print(f"no templates in {cfg.daemon.store}")
     for row in rows:
         print("\t".join(str(v) for v in row))
-    return EXIT_OK
+    for err in store.last_report.broken:
+        print(f"DAMAGED\t{err}")
+    return EXIT_FAIL if store.last_report.broken else EXIT_OK
 
 
 def cmd_templates_remove(args: argparse.Namespace) -> int:
@@ -189,7 +191,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except Exception as exc:  # model/card/key problems: one clear line
         print(f"ecgstream enroll: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    if not args.force and args.subject in {row[0] for row in store.list()}:
+    if not args.force and args.subject in store:  # a file exists, even a damaged one
         print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace)", file=sys.stderr)
         return EXIT_FAIL
     try:
@@ -227,13 +229,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     """Build a :class:`~ecgstream.daemon.Daemon` from a validated config."""
     from .daemon import Daemon
-    from .publish import MqttPublisher, StdoutPublisher
+    from .publish import MqttPublisher, StdoutPublisher, TeePublisher
     from .sources import open_source
 
     model = _model(cfg)
     store = _store(cfg)
     templates = store.load_all(model.model_id)
     bindings = {dev: d.subject for dev, d in cfg.devices.items() if d.subject}
+    expected_fs = {dev: d.fs for dev, d in cfg.devices.items() if d.fs}
     speed = cfg.daemon.speed
     src_kwargs: dict[str, Any] = {}
     uri = cfg.daemon.source
@@ -247,12 +250,14 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
         single = getattr(source, "device", None)
         publisher = MqttPublisher(**_publisher_kwargs(cfg), will_devices=[single] if single else None)
+        if cfg.daemon.stdout:
+            publisher = TeePublisher(publisher, StdoutPublisher(stdout or sys.stdout))
     else:
         publisher = StdoutPublisher(stdout or sys.stdout)
     return Daemon(
         [source], model, templates, publisher, bindings=bindings,
         default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
-        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness,
+        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, expected_fs=expected_fs,
         speed=speed if uri.startswith("wfdb:") else 1.0,
         queue_max_chunks=cfg.daemon.queue_max_chunks,
         publish_interval_s=cfg.daemon.publish_interval_s,
@@ -292,6 +297,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = _load_config(args, _overrides(args))
+        if not args.verbose:
+            logging.getLogger().setLevel(cfg.daemon.log_level)
         if not cfg.daemon.source:
             raise ConfigError(["daemon.source: no source given (--source or [daemon] source)"])
         daemon = build_daemon(cfg, notifier=SystemdNotifier(), subject=args.subject)

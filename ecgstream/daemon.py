@@ -110,6 +110,9 @@ class Daemon:
         ``valid_until`` keeps moving while the evidence holds.
     exit_when_sources_end : bool
         Stop once every source has ended and the queue is drained (replay).
+    expected_fs : dict of str to float
+        Configured rate per device; chunks declaring another rate are
+        refused (counted as bad chunks, logged).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Daemon:
         queue_max_chunks: int = 10_000,
         publish_interval_s: float = 1.0,
         exit_when_sources_end: bool = True,
+        expected_fs: dict[str, float] | None = None,
         notifier: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -152,6 +156,7 @@ class Daemon:
         self.queue: queue.Queue[SampleChunk] = queue.Queue(maxsize=queue_max_chunks)
         self.publish_interval_s = publish_interval_s
         self.exit_when_sources_end = exit_when_sources_end
+        self.expected_fs = dict(expected_fs or {})
         self.notifier = notifier
         self.clock = clock
         self.wall = wall
@@ -244,6 +249,9 @@ class Daemon:
         return batch
 
     def _device(self, chunk: SampleChunk) -> _Device:
+        want = self.expected_fs.get(chunk.device)
+        if want is not None and chunk.fs_hz != want:
+            raise ValueError(f"declares {chunk.fs_hz} Hz but devices.{chunk.device}.fs is {want} Hz")
         dev = self.devices.get(chunk.device)
         if dev is None or dev.fs != chunk.fs_hz:
             if dev is not None:

@@ -1014,3 +1014,47 @@ class MqttPublisher:
         self._dirty.update(self._latest)
         self._dirty_avail.update(self._announced)
         self._update_queued()
+
+
+class TeePublisher:
+    """Forwards every call to several publishers (MQTT and stdout at once).
+
+    ``start`` and ``close`` run on all of them; the first exception of a
+    ``start`` propagates (the daemon must not run half-published).
+    """
+
+    def __init__(self, *publishers: Publisher) -> None:
+        if not publishers:
+            raise ValueError("TeePublisher needs at least one publisher")
+        self.publishers = publishers
+        self.stats = publishers[0].stats  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        for p in self.publishers:
+            p.start()
+
+    def availability(self, device: str, online: bool) -> None:
+        for p in self.publishers:
+            p.availability(device, online)
+
+    def auth(self, device: str, payload: dict, valid_until: float) -> None:
+        for p in self.publishers:
+            p.auth(device, payload, valid_until)
+
+    def liveness(self, device: str, payload: dict, valid_until: float) -> None:
+        for p in self.publishers:
+            p.liveness(device, payload, valid_until)
+
+    def event(self, device: str, payload: dict) -> None:
+        for p in self.publishers:
+            p.event(device, payload)
+
+    def close(self) -> None:
+        errors = []
+        for p in self.publishers:
+            try:
+                p.close()
+            except Exception as exc:  # close the others all the same
+                errors.append(exc)
+        if errors:
+            raise errors[0]
