@@ -46,10 +46,14 @@ stays honest and :class:`~ecgstream.dsp.beats.BeatPipeline` bridges it
 opening the port is discarded (the device may have been mid-line).
 
 The rate is reported per device in ``stats.declared_fs_hz`` (what the
-chunks carry) and ``stats.measured_fs_hz``: from the device's timestamps
-for ``csv``, from host arrival times for ``ascii`` (over the last
-:data:`RATE_WINDOW_S` seconds). ``measured_host_fs_hz`` holds the
-arrival-time estimate for both formats.
+chunks carry) and ``stats.measured_fs_hz``: for ``csv`` from the device's
+time stamps (samples per device second over continuous stretches, so the
+device's own clock rate, losses excluded), for ``ascii`` from host arrival
+times (samples received per host second, losses included), over the last
+:data:`RATE_WINDOW_S` seconds. A ``csv`` stream whose every step is a jump
+(a wrong ``fs=``) falls back to the arrival rate. ``measured_host_fs_hz``
+holds the arrival-time estimate for both formats. A measured rate more than
+5 % from the declared one is logged once as a WARNING.
 
 Unplugging (the port vanishes, a read fails) is retried with exponential
 backoff (``retry_min_s`` doubling to ``retry_max_s``); the first chunk after
@@ -167,7 +171,9 @@ def parse_line(line: bytes, fmt: str = "ascii", vmin: float = -8388608.0,
     """
     if fmt not in ("ascii", "csv"):
         raise ValueError(f"format must be 'ascii' or 'csv', not {fmt!r}")
-    body = line.rstrip(b"\r\n")
+    body = line[:-1] if line.endswith(b"\n") else line
+    if body.endswith(b"\r"):
+        body = body[:-1]
     if len(body) > MAX_LINE_BYTES:
         raise LineError(f"line of {len(body)} bytes (longest accepted {MAX_LINE_BYTES})")
     try:
@@ -320,6 +326,8 @@ class SerialDecoder:
         self._last_arrival = 0.0
         self._gap_next = False
         self._t_ref: tuple[float, int] | None = None  # (t_ms, index) of the last stamped sample
+        self._dev_t_s = 0.0  # device time spanned by continuous stamped samples, s
+        self._dev_n = 0  # samples in that time
         self._received = 0  # samples received (for the host rate)
         self._estimating: list[tuple[ParsedLine | None, float]] = []
         self._warned_rate = False
@@ -339,7 +347,6 @@ class SerialDecoder:
         self._gap_next = True
         self._t_ref = None
         self.host_meter.reset()
-        self.device_meter.reset()
         if self.fs_hz is not None and self._received:
             missed = max(0, round((now - self._last_arrival) * self.fs_hz) - 1)
             self._index += missed
@@ -421,18 +428,20 @@ class SerialDecoder:
                     log.info("serial %s: device clock went back %.0f ms (reset?): gap",
                              self.device, -dt)
                     self._mark_gap(out)
-                    self.device_meter.reset()
                 elif unexplained > 0.5 * period:
                     skip = min(round(unexplained / period), round(60 * fs))
-                    if skip >= 1:
-                        self._mark_gap(out)
-                        self._index += skip
-                        self.skipped_samples += skip
+                    self._mark_gap(out)
+                    self._index += skip
+                    self.skipped_samples += skip
+                else:
+                    # Continuous: the device's clock advanced dt for these samples.
+                    self._dev_t_s += dt / 1000.0
+                    self._dev_n += self._index - i_prev
+                    self.device_meter.add(self._dev_t_s, self._dev_n)
+                    rate = self.device_meter.rate_hz
+                    if rate is not None:
+                        self.stats.measured_fs_hz[self.device] = rate
             self._t_ref = (t_ms, self._index)
-            self.device_meter.add(t_ms / 1000.0, self._received + 1)
-            rate = self.device_meter.rate_hz
-            if rate is not None:
-                self.stats.measured_fs_hz[self.device] = rate
         if self._pending and (off != self._pending_off or len(self._pending) >= self._max_n()):
             self._flush(out)
         if not self._pending:
@@ -495,7 +504,7 @@ class SerialDecoder:
         host = self.host_meter.rate_hz
         if host is not None:
             self.measured_host_fs_hz = host
-            if self.fmt == "ascii":
+            if self.fmt == "ascii" or self.device_meter.rate_hz is None:
                 st.measured_fs_hz[self.device] = host
         measured = st.measured_fs_hz.get(self.device)
         if (measured is not None and not self._warned_rate

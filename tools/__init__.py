@@ -1,0 +1,1 @@
+"""Developer tools: the wearable simulator (``tools.wearable_sim``)."""
