@@ -124,14 +124,14 @@ class PacedFleet:
 def _templates_for(model, store_records):
     from ecgstream.templates import Template
 
-    from ecgstream.enroll import enrol
+    from ecgstream.enroll import enrol, utc_now
     from ecgstream.sources import open_source
 
     out = {}
     for subj, path in store_records.items():
         res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=10)
         out[subj] = Template(subject=subj, model_id=model.model_id, centroid=res.centroid,
-                             n_beats=res.n_beats, created_utc="", quality=res.quality, source=str(path))
+                             n_beats=res.n_beats, created_utc=utc_now(), quality=res.quality, source=str(path))
     return out
 
 
