@@ -107,17 +107,20 @@ class PacedFleet:
         k = 0
         total = int(self.seconds * self.fs / self.chunk)
         offs = [(i * 977) for i in range(self.n)]
+        period = self.chunk / self.fs
+        slots = 10  # devices send at 10 phases of the chunk period, not all at once
         while k < total and not stop.is_set():
-            due = t0 + (k + 1) * self.chunk / self.fs
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            now = time.monotonic()
-            for i in range(self.n):
-                rec = self.records[i % len(self.records)]
-                start = k * self.chunk
-                idx = (offs[i] + start + np.arange(self.chunk)) % rec.size
-                sink(SampleChunk(f"dev{i:04d}", self.fs, start, rec[idx], arrival_s=now))
+            for s in range(slots):
+                due = t0 + (k + 1) * period + s * period / slots
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                now = time.monotonic()
+                for i in range(s, self.n, slots):
+                    rec = self.records[i % len(self.records)]
+                    start = k * self.chunk
+                    idx = (offs[i] + start + np.arange(self.chunk)) % rec.size
+                    sink(SampleChunk(f"dev{i:04d}", self.fs, start, rec[idx], arrival_s=now))
             k += 1
 
 

@@ -157,6 +157,7 @@ class Daemon:
         self.publish_interval_s = publish_interval_s
         self.exit_when_sources_end = exit_when_sources_end
         self.expected_fs = dict(expected_fs or {})
+        self.max_round_chunks = 64
         self.notifier = notifier
         self.clock = clock
         self.wall = wall
@@ -241,7 +242,10 @@ class Daemon:
         except queue.Empty:
             return []
         batch = [first]
-        while len(batch) < 4096:
+        # Bounded rounds: a beat's decision waits for the round it is in,
+        # so a round must stay short (decision latency), yet long enough to
+        # embed beats of many devices in one call.
+        while len(batch) < self.max_round_chunks:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
