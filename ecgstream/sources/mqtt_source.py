@@ -409,6 +409,9 @@ class MqttSource:
             extra = set(tls) - {"ca_file", "cert_file", "key_file", "insecure"}
             if extra:
                 raise SourceError(f"unknown TLS option(s) {', '.join(sorted(extra))}")
+        if "#" in uri:
+            raise SourceError(f"source {uri!r}: '#' is not allowed; use a filter like "
+                              "ecgstream/+/ecg")
         self.uri = uri
         self.tls: dict[str, Any] | None = dict(tls) if tls is not None else (
             {} if u.scheme == "mqtts" else None)
@@ -448,6 +451,7 @@ class MqttSource:
         self._ever_connected = False
         self._connack: dict[str, Any] = {}
         self._first = threading.Event()
+        self._stopping = False
         self.connected = threading.Event()  # set while connected and subscribed
         self.subscribed_count = 0  # SUBACKs received (tests wait on resubscription)
 
@@ -566,7 +570,7 @@ class MqttSource:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.connected.clear()
-        if self._ever_connected:
+        if self._ever_connected and not self._stopping:
             log.warning("MQTT %s:%d: connection lost (%s); paho reconnects with backoff",
                         self.host, self.port, rc)
 
@@ -627,6 +631,9 @@ class MqttSource:
         """
         where = f"MQTT broker {self.host}:{self.port}"
         self._sink = sink
+        self._first.clear()
+        self._connack = {}
+        self._stopping = False
         client = self._client()
         try:
             client.connect(self.host, self.port, self.keepalive)
@@ -641,6 +648,7 @@ class MqttSource:
             log.info("MQTT: subscribed to %s on %s:%d", self.topic, self.host, self.port)
             stop.wait()
         finally:
+            self._stopping = True
             with contextlib.suppress(Exception):
                 client.disconnect()
             client.loop_stop()
