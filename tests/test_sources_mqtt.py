@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers_broker import make_password_file
+from helpers_broker import make_password_file, make_tls_broker
 from helpers_realparts import Broker, SourceRunner, free_port, require_mosquitto, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -258,10 +258,11 @@ def test_broker_wrong_declared_rate_is_measured(broker):
 
 
 @pytest.mark.broker
-def test_broker_restart_reconnects_resubscribes_and_marks_a_gap(broker):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_broker_restart_reconnects_resubscribes_and_marks_a_gap(broker, protocol):
     x = synth_ecg(2.0, FS, 70, seed=5)
     msgs = mqtt_messages(x, FS, "strap", MqttPlan("json"))
-    src = _source(broker)
+    src = _source(broker, protocol=protocol)
     run = _start(src)
     try:
         publish_mqtt(broker.host, broker.port, msgs[:10], FS, speed=0)
@@ -302,3 +303,22 @@ def test_bad_credentials_are_a_source_error_with_the_reason(tmp_path):
         run = _start(ok)
         run.stop()
         assert run.error is None
+
+
+@pytest.mark.broker
+def test_tls_with_credentials_subscribes_and_a_wrong_ca_fails(tmp_path):
+    from helpers_broker import make_ca
+
+    acl = "user ecg\ntopic read ecgstream/#\n"
+    b = make_tls_broker(tmp_path / "b", {"ecg": "pw"}, acl)
+    with b:
+        uri = f"mqtts://localhost:{b.port}/{TOPIC}"
+        src = open_source(uri, username="ecg", password="pw", tls={"ca_file": b.ca_file})
+        run = _start(src)
+        run.stop()
+        assert run.error is None
+        other_ca, _, _ = make_ca(tmp_path, "another CA")
+        bad = open_source(uri, username="ecg", password="pw", tls={"ca_file": str(other_ca)},
+                          connect_timeout_s=5)
+        with pytest.raises(SourceError, match=f"localhost:{b.port}.*(certificate|SSL)"):
+            bad.run(lambda c: None, threading.Event())

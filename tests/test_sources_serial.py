@@ -279,3 +279,24 @@ def test_socat_unplug_and_replug_reconnects_with_a_gap(tmp_path):
     # The index skipped the time the port was away, then runs on without holes.
     assert i2[0] > first.size
     np.testing.assert_array_equal(i2, np.arange(i2[0], i2[0] + second.size))
+
+
+@pytest.mark.pty
+def test_reopen_backs_off_exponentially_up_to_the_cap(tmp_path):
+    """Injected sleep: waits double from retry_min_s to retry_max_s while the port is away."""
+    waits: list[float] = []
+    with SocatLink(tmp_path) as link:
+
+        def sleep(s: float) -> None:
+            waits.append(s)
+            if len(waits) == 6:
+                link.start()  # the cable is back during the sixth wait
+
+        src = SerialSource(f"serial:{link.dev}?fs=250", retry_min_s=0.05, retry_max_s=0.3,
+                           sleep=sleep)
+        with SourceRunner(src) as run:
+            assert wait_for(src.connected.is_set, 5)
+            link.unplug()
+            assert wait_for(lambda: src.stats.reconnects == 1, 5), waits
+    assert run.error is None
+    assert waits == [0.05, 0.1, 0.2, 0.3, 0.3, 0.3]
