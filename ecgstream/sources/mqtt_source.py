@@ -311,9 +311,9 @@ def encode_binary(samples: np.ndarray, fs_hz: int, seq: int, leads_off: bool = F
     else:
         flags |= FLAG_INT16
         q = np.where(np.isfinite(x), np.round(np.nan_to_num(x) / int16_scale), INT16_NAN)
-        body = np.clip(q, -32767, 32767).astype("<i2")
-        body[~np.isfinite(x)] = INT16_NAN
-        body = body.tobytes()
+        ints = np.clip(q, -32767, 32767).astype("<i2")
+        ints[~np.isfinite(x)] = INT16_NAN
+        body = ints.tobytes()
         scale = float(int16_scale)
     head = BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, flags, int(fs_hz), x.size,
                               int(seq) % SEQ_MOD, scale)
@@ -390,6 +390,14 @@ class MqttSource:
         paho's reconnect backoff, seconds.
     connect_timeout_s : float
         Longest wait for the first CONNACK and SUBACK at start-up, seconds.
+
+    Attributes
+    ----------
+    stats : MqttSourceStats
+        Typed as :class:`SourceStats` for the protocol; it is an
+        :class:`MqttSourceStats` (``duplicates``, ``lost_messages``, ...).
+    connected : threading.Event
+        Set while connected and subscribed.
     """
 
     ALLOWED = {"qos", "keepalive", "client_id", "device"}
@@ -430,10 +438,10 @@ class MqttSource:
                               "configuration, not in the URI")
         self.topic = u.path.lstrip("/")
         self._plus, self._device = _topic_parts(self.topic, uri, u.params.get("device"))
-        self.qos = int(u.take("qos", int, 1))  # type: ignore[arg-type]
+        self.qos = int(u.take("qos", int, 1))  # type: ignore[call-overload]
         if self.qos not in (0, 1):
             raise SourceError(f"source {uri!r}: qos must be 0 or 1")
-        self.keepalive = int(u.take("keepalive", int, 30))  # type: ignore[arg-type]
+        self.keepalive = int(u.take("keepalive", int, 30))  # type: ignore[call-overload]
         if not 5 <= self.keepalive <= 3600:
             raise SourceError(f"source {uri!r}: keepalive must be 5..3600 seconds")
         host = socket.gethostname().split(".")[0] or "host"
@@ -445,7 +453,9 @@ class MqttSource:
         self.retry_max_s = retry_max_s
         self.connect_timeout_s = connect_timeout_s
         self._clock = clock
-        self.stats = MqttSourceStats()
+        # One object, two views: the Source protocol's type, and the MQTT counters.
+        self._stats = MqttSourceStats()
+        self.stats: SourceStats = self._stats
         self._devices: dict[str, _Device] = {}
         self._sink: Sink | None = None
         self._ever_connected = False
@@ -476,7 +486,7 @@ class MqttSource:
         Called by the message callback; also usable without a broker.
         """
         dev = self.device_of(topic)
-        st = self.stats
+        st = self._stats
         if dev is None:
             st.garbled += 1
             log.warning("MQTT: message on unexpected topic %r dropped", topic)
@@ -549,7 +559,7 @@ class MqttSource:
             log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, rc)
             return
         if self._ever_connected:
-            self.stats.reconnects += 1
+            self._stats.reconnects += 1
             for state in self._devices.values():
                 state.gap_next = True
             log.info("MQTT %s:%d: reconnected; resubscribing to %s", self.host, self.port, self.topic)
@@ -594,7 +604,8 @@ class MqttSource:
         c = mqtt.Client(**kw)
         c.enable_logger(logging.getLogger(__name__ + ".paho"))
         c.connect_timeout = self.connect_timeout_s
-        c.reconnect_delay_set(min_delay=self.retry_min_s, max_delay=self.retry_max_s)
+        # paho types these as int but computes with floats (sub-second waits in tests)
+        c.reconnect_delay_set(min_delay=self.retry_min_s, max_delay=self.retry_max_s)  # type: ignore[arg-type]
         if self.username is not None:
             c.username_pw_set(self.username, self._password)
         if self.tls is not None:

@@ -200,7 +200,7 @@ def parse_line(line: bytes, fmt: str = "ascii", vmin: float = -8388608.0,
         raise LineError("not a number")
     value = float(body)
     if not vmin <= value <= vmax:
-        raise LineError(f"value {value:g} outside {vmin:g}..{vmax:g}")
+        raise LineError(f"value outside {vmin:g}..{vmax:g}")  # the value itself is not logged
     return ParsedLine(value, False, t_ms)
 
 
@@ -551,7 +551,7 @@ class SerialSource:
         u.check_keys(self.ALLOWED)
         self.uri = uri
         self.path = _path_of(u)
-        self.baud = int(u.take("baud", int, 115200))  # type: ignore[arg-type]
+        self.baud = int(u.take("baud", int, 115200))  # type: ignore[call-overload]
         self.format = u.params.get("format", "ascii").lower()
         if self.format not in ("ascii", "csv"):
             raise SourceError(f"source {uri!r}: format must be ascii or csv, not {self.format!r}")

@@ -227,7 +227,7 @@ class SyntheticSource:
         self.hr_bpm = float(u.take("hr", float, 70.0))  # type: ignore[arg-type]
         self.seconds = float(u.take("seconds", float, 30.0))  # type: ignore[arg-type]
         self.device = u.params.get("device", "synthetic") or "synthetic"
-        self.seed = int(u.take("seed", int, 0))  # type: ignore[arg-type]
+        self.seed = int(u.take("seed", int, 0))  # type: ignore[call-overload]
         self.rr_cv = float(u.take("rr_cv", float, 0.05))  # type: ignore[arg-type]
         self.noise_mv = float(u.take("noise", float, 0.02))  # type: ignore[arg-type]
         self.leads_off_at: tuple[float, ...] = u.take("leads_off_at", _times, ())  # type: ignore[assignment]
