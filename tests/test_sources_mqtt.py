@@ -322,3 +322,25 @@ def test_tls_with_credentials_subscribes_and_a_wrong_ca_fails(tmp_path):
                           connect_timeout_s=5)
         with pytest.raises(SourceError, match=f"localhost:{b.port}.*(certificate|SSL)"):
             bad.run(lambda c: None, threading.Event())
+
+
+@pytest.mark.broker
+def test_simulator_script_publishes_to_the_source(broker):
+    import subprocess
+    import sys
+
+    from helpers_realparts import REPO
+
+    src = _source(broker)
+    run = _start(src)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "tools" / "wearable_sim.py"), "mqtt", "--host", broker.host,
+             "--port", str(broker.port), "--device", "cli", "--seconds", "1", "--fs", "250",
+             "--speed", "0", "--format", "int16", "--drop", "3"],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert wait_for(lambda: run.samples("cli") == 225, 5), run.samples("cli")
+    finally:
+        run.stop()
+    assert src.stats.lost_messages == 1 and src.stats.gaps == 1
