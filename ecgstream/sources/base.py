@@ -98,6 +98,11 @@ class SourceURI:
                 "mqtt://HOST:PORT/TOPIC or synthetic:"
             )
         parts = urlsplit(uri)
+        if parts.fragment and parts.scheme.lower() not in {"mqtt", "mqtts"}:
+            raise SourceError(
+                f"source {uri!r}: '#' starts a URI fragment and would be cut off; "
+                "write it as %23"
+            )
         params: dict[str, str] = {}
         for k, v in parse_qs(parts.query, keep_blank_values=True).items():
             if len(v) != 1:
