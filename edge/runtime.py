@@ -114,7 +114,7 @@ class LiteRTEmbedder:
                              ("output", self.output_dtype, self.output_scale)):
             if dt.kind in "iu" and not sc > 0:
                 raise ModelError(f"{self.model_path}: integer {what} tensor has no quantization scale")
-        self._interps[1] = interp
+        self._interps[1] = (interp, int(ins[0]["index"]), int(outs[0]["index"]))
 
     def _make(self, batch: int) -> Any:
         interp = self._Interpreter(model_content=self._content, num_threads=self.num_threads)
@@ -124,10 +124,12 @@ class LiteRTEmbedder:
         interp.allocate_tensors()
         return interp
 
-    def _interp(self, batch: int) -> Any:
+    def _interp(self, batch: int) -> tuple[Any, int, int]:
         it = self._interps.get(batch)
         if it is None:
-            it = self._make(batch)
+            interp = self._make(batch)
+            it = (interp, int(interp.get_input_details()[0]["index"]),
+                  int(interp.get_output_details()[0]["index"]))
             self._interps[batch] = it
             while len(self._interps) > 6:  # keep a few batch sizes allocated
                 self._interps.popitem(last=False)
@@ -163,9 +165,7 @@ class LiteRTEmbedder:
         with self._lock:
             for a in range(0, n, self.max_batch):
                 part = x[a: a + self.max_batch]
-                it = self._interp(part.shape[0])
-                ind = it.get_input_details()[0]["index"]
-                outd = it.get_output_details()[0]["index"]
+                it, ind, outd = self._interp(part.shape[0])
                 it.set_tensor(ind, self._quantize(part))
                 it.invoke()
                 out[a: a + part.shape[0]] = self._dequantize(it.get_tensor(outd))

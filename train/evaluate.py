@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     for key, c, v, ok in rows:
         cs = "missing" if c is None else f"{c:.6f}"
         print(f"  {'ok ' if ok else 'DIFF'} {key:55s} card {cs:>10s}  re-run {v:.6f}")
+    from .data import dsp_source_digest
+
+    trained = model.card.get("dsp_source_sha256")
+    if trained != dsp_source_digest():
+        print("note: the ecgstream/dsp sources differ from those the model was trained with "
+              f"({'unknown' if trained is None else trained[:12]} != {dsp_source_digest()[:12]}): "
+              "beats, and so figures, may differ; retrain with `python -m train --export`")
     fe = got["metrics"]["seed"].get("float_verification_eer")
     if fe:
         ie = got["metrics"]["seed"]["verification"]

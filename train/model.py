@@ -73,15 +73,15 @@ class TrainConfig:
     lr: float = 3e-3
     margin: float = 0.3
     scale: float = 30.0
-    subcenters: int = 1
-    mitdb_cap: int = 250
+    subcenters: int = 3
+    mitdb_cap: int = 150
     dropout: float = 0.2
     weight_decay: float = 1e-4
     seed: int = 1
     threads: int = 2
     aug: dict[str, float] = field(
         default_factory=lambda: {"shift": 3, "scale": 0.15, "drift": 0.3, "offset": 0.2, "noise": 0.08,
-                                 "stretch": 0.0, "r_index": 62}
+                                 "stretch": 0.08, "envelope": 0.0, "r_index": 62}
     )
 
     def to_dict(self) -> dict:
@@ -135,6 +135,15 @@ def augment(x: tf.Tensor, rng: tf.random.Generator, aug: dict[str, float]) -> tf
         lo = tf.cast(tf.floor(pos), tf.int32)
         frac = pos - tf.floor(pos)
         x = tf.gather(x, lo, batch_dims=1) * (1 - frac) + tf.gather(x, lo + 1, batch_dims=1) * frac
+    if aug.get("envelope", 0) > 0:
+        # A smooth random gain along the beat (P, QRS and T change size differently
+        # between sessions): linear interpolation of 5 random control gains.
+        ctrl = 1 + rng.uniform([n, 5], -aug["envelope"], aug["envelope"])
+        pos = tf.linspace(0.0, 4.0, L)
+        lo = tf.minimum(tf.cast(tf.floor(pos), tf.int32), 3)
+        frac = (pos - tf.cast(lo, tf.float32))[None, :]
+        g = tf.gather(ctrl, lo, axis=1) * (1 - frac) + tf.gather(ctrl, lo + 1, axis=1) * frac
+        x = x * g
     s = rng.uniform([n, 1], -aug["shift"], aug["shift"] + 1, dtype=tf.int32)
     idx = tf.clip_by_value(tf.range(L)[None, :] - s, 0, L - 1)
     x = tf.gather(x, idx, batch_dims=1)

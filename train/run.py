@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-mitdb", action="store_true", help="train the shipped model without MIT-BIH")
     p.add_argument("--no-ablation", action="store_true", help="skip the without-MIT-BIH comparison")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the shipped model (default 40)")
-    p.add_argument("--cv-epochs", type=int, default=30, help="epochs per cross-validation fold (default 30)")
+    p.add_argument("--cv-epochs", type=int, default=25, help="epochs per cross-validation fold (default 25)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none; default 5)")
     p.add_argument("--seed", type=int, default=1, help="seed of training, folds and sampling (default 1)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
