@@ -58,31 +58,41 @@ def ecgstream_with_delays(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndar
     pipe = BeatPipeline("bench", fs)
     det = pipe.detector
     up, down = pipe.conditioner.resampler.up, pipe.conditioner.resampler.down
-    decided_at: dict[int, int] = {}  # refined processing index -> decision index
-    refine = pipe._refine
+    accepted_at: dict[int, int] = {}  # detector index -> index of the sample that decided it
+    decided_at: dict[int, int] = {}  # refined processing index -> that sample
+    accept, refine = det._accept, pipe._refine
+
+    def _accept(i: int, slope: float) -> int:
+        accepted_at[i] = det._now
+        return accept(i, slope)
 
     def _refine(q: int) -> int:
         r = refine(q)
-        decided_at[r] = det._now
+        decided_at[r] = accepted_at.get(q, -1)
         return r
 
+    det._accept = _accept  # type: ignore[method-assign]
     pipe._refine = _refine  # type: ignore[method-assign]
+    n_in = x.size
     beats = pipe.push(SampleChunk("bench", fs, 0, x))
     beats.extend(pipe.flush())
     r_src = np.array([b.r_sample for b in beats], dtype=np.int64)
-    ready = np.array([b.ready_sample - b.r_sample for b in beats], dtype=float) / fs
     # Map each beat back to its refined processing index to find its decision.
-    det_delay = []
+    # Streaming, a beat is ready when both its window is complete (what
+    # ready_sample says in this one-chunk run) and the detector has decided.
+    det_delay, ready = [], []
     for b in beats:
         r_proc = round((b.r_sample - pipe._seg0 + pipe._delay_in) / pipe._in_per_out)
         cand = [r_proc + k for k in (0, -1, 1) if r_proc + k in decided_at]
         now = decided_at[cand[0]] if cand else -1
-        if now < 0 or now >= det._n:  # decided only by the end-of-record flush
-            det_delay.append(math.nan)
-            continue
         src_now = (now * down) // up  # newest input sample that processing sample needs
+        if now < 0 or src_now >= n_in:  # decided only by the end-of-record flush
+            det_delay.append(math.nan)
+            ready.append(math.nan)
+            continue
         det_delay.append((src_now - b.r_sample) / fs)
-    return r_src, ready, np.asarray(det_delay)
+        ready.append((max(b.ready_sample, src_now) - b.r_sample) / fs)
+    return r_src, np.asarray(ready), np.asarray(det_delay)
 
 
 def _run(name: str, x: np.ndarray, fs: float) -> tuple[np.ndarray, float, str | None]:

@@ -219,7 +219,10 @@ def _markdown(r: dict) -> str:
         L.append(f"| {q['streams']} | {q['chunk_s']} s | {q['seconds_per_stream']:g} | "
                  f"{q['cpu_s']:.1f} | {q['wall_s']:.1f} | {q['real_time_factor_cpu']:.2f} | "
                  f"{q['real_time_factor_wall']:.2f} |")
-    m = r["memory"]
+    m = r.get("memory")
+    if not m:
+        L += ["", "## Memory per pipeline", "", "Not measured in this run.", ""]
+        return "\n".join(L)
     L += ["", "## Memory per pipeline", "",
           f"`tracemalloc` over {m['pipelines']} pipelines at 500 Hz: "
           f"{m['bytes_per_pipeline_new'] / 1024:.1f} KiB each when built, "

@@ -22,9 +22,9 @@ beats do not depend on how the stream was cut (tested by property tests).
 
 Detection delay: a candidate at MWI index ``i`` is decided when sample
 ``i + candidate_s`` has arrived; the MWI peak lags the R peak by about
-``mwi_s``/2 plus the 5-20 Hz band-pass delay (together 0.06..0.1 s), so a
-QRS is normally reported 0.26..0.30 s after its R peak (measured on MIT-BIH:
-see docs/benchmarks/detection.md). A QRS found by search-back is reported
+``mwi_s``/2 plus the 5-20 Hz band-pass delay, so a QRS is normally reported
+about 0.3 s after its R peak (on MIT-BIH, counting the conditioner's delay
+too: median 0.31 s, 99th percentile 0.35 s; see docs/benchmarks/detection.md). A QRS found by search-back is reported
 when the search-back limit passes: at most ``searchback_rr`` x mean RR
 (mean RR capped at ``max_rr_s``, so at most 3.3 s) after the previous QRS.
 During the first ``learn_s`` of a segment detections are held until the
