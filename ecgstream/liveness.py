@@ -8,7 +8,10 @@ Checks, each with a reason string when it fails:
   metronomic rhythm) or too high (not a rhythm).
 * ``quality``: too few good beats among recent beats.
 * ``rate``: samples arrive at a rate that differs from the declared one
-  (a device or replay that lies about its clock).
+  (a device or replay that lies about its clock): over windows of 5-30 s
+  of host time within ``rate_tolerance``; before the first 5 s, a coarser
+  check (the tolerance plus 0.5 s of samples) so that a fast device is
+  flagged within about a second, before a first decision.
 * ``loop``: the recent RR sequence (in source samples, to +-2 ms) repeats
   an earlier stretch of the same stream exactly, at least
   ``loop_min_period_s`` ago, and the beats there have the same shape: a
@@ -35,6 +38,8 @@ from .types import Beat
 __all__ = ["LivenessState", "LivenessTracker"]
 
 _FP_POINTS = 16
+#: Seconds of samples a window shorter than 5 s may be ahead or behind the declared rate.
+EARLY_RATE_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class LivenessTracker:
         self._rate_t0: float | None = None
         self._rate_n = 0
         self._rate_hz: float | None = None
+        self._rate_span = 0.0
         self.loop_flagged_at_s: float | None = None
 
     def reset_beats(self) -> None:
@@ -99,13 +105,48 @@ class LivenessTracker:
         if self._rate_t0 is None:
             self._rate_t0 = host_s
             self._rate_n = 0
+            self._rate_span = 0.0
             return
         self._rate_n += n
         span = host_s - self._rate_t0
+        self._rate_span = span
         if span >= 5.0:
             self._rate_hz = self._rate_n / span
         if span >= 30.0:  # sliding: restart the window, keep the last estimate
-            self._rate_t0, self._rate_n = host_s, 0
+            self._rate_t0, self._rate_n, self._rate_span = host_s, 0, 0.0
+
+    def reset_rate(self) -> None:
+        """Forget the arrival history (after a gap: a reconnect, lost messages).
+
+        The next chunk starts a new window; until it spans 5 s the early
+        check of :meth:`state` applies again.
+        """
+        self._rate_t0 = None
+        self._rate_n = 0
+        self._rate_span = 0.0
+        self._rate_hz = None
+
+    def _early_rate(self, expect: float) -> float | None:
+        """Arrival rate of a window shorter than 5 s when it is clearly off, else None.
+
+        Before the first 5-second estimate a device that sends at another
+        rate than it declares would otherwise pass for the first seconds,
+        long enough for a decision (a genuine replay at 2x is decided in
+        about 2.5 s of host time). Samples received are compared with the
+        declared rate over the window with the relative tolerance plus a
+        slack of :data:`EARLY_RATE_SLACK_S` seconds of samples, which absorbs
+        chunking and a start-up burst: at 2x the flag comes after about
+        0.5 s.
+        """
+        span = self._rate_span
+        if self._rate_hz is not None or span <= 0.0:
+            return None
+        tol = self.cfg.rate_tolerance
+        slack = EARLY_RATE_SLACK_S * expect
+        n = self._rate_n
+        if expect * span * (1 - tol) - slack <= n <= expect * span * (1 + tol) + slack:
+            return None
+        return n / span
 
     def on_beat(self, beat: Beat) -> None:
         """Record one beat (good or not)."""
@@ -171,10 +212,17 @@ class LivenessTracker:
                 reasons.append(f"RR irregular beyond a rhythm (cv {cv:.2f})")
         if q is not None and not warming and q < cfg.min_quality:
             reasons.append(f"signal quality {q:.2f}")
-        if self.expected_speed and self._rate_hz is not None:
+        measured = self._rate_hz
+        if self.expected_speed:
             expect = self.fs * self.expected_speed
-            if abs(self._rate_hz - expect) > cfg.rate_tolerance * expect:
-                reasons.append(f"rate {self._rate_hz:.1f} Hz, declared {expect:.1f} Hz")
+            if self._rate_hz is not None:
+                if abs(self._rate_hz - expect) > cfg.rate_tolerance * expect:
+                    reasons.append(f"rate {self._rate_hz:.1f} Hz, declared {expect:.1f} Hz")
+            else:
+                early = self._early_rate(expect)
+                if early is not None:
+                    measured = early
+                    reasons.append(f"rate {early:.1f} Hz, declared {expect:.1f} Hz")
         if self.loop_flagged_at_s is not None:
             reasons.append("looped or replayed recording")
         return LivenessState(
@@ -186,5 +234,5 @@ class LivenessTracker:
             reasons=tuple(reasons),
             warming_up=warming,
             rate_declared_hz=self.fs,
-            rate_measured_hz=self._rate_hz,
+            rate_measured_hz=measured,
         )

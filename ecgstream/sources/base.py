@@ -97,14 +97,18 @@ class SourceURI:
                 f"source {uri!r} has no scheme; use wfdb:PATH, serial:DEVICE, "
                 "mqtt://HOST:PORT/TOPIC or synthetic:"
             )
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+            query = parse_qs(parts.query, keep_blank_values=True)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unbalanced '['
+            raise SourceError(f"source {uri!r}: {exc}") from None
         if parts.fragment and parts.scheme.lower() not in {"mqtt", "mqtts"}:
             raise SourceError(
                 f"source {uri!r}: '#' starts a URI fragment and would be cut off; "
                 "write it as %23"
             )
         params: dict[str, str] = {}
-        for k, v in parse_qs(parts.query, keep_blank_values=True).items():
+        for k, v in query.items():
             if len(v) != 1:
                 raise SourceError(f"source {uri!r}: parameter {k!r} given {len(v)} times")
             params[k] = v[0]
