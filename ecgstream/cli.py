@@ -41,7 +41,11 @@ def _cmd_beats(args: argparse.Namespace) -> int:
     n = 0
     for chunk in src.chunks():
         if pipe is None:
-            pipe = BeatPipeline(chunk.device, chunk.fs_hz)
+            try:
+                pipe = BeatPipeline(chunk.device, chunk.fs_hz)
+            except ValueError as exc:
+                print(f"ecgstream beats: {args.source}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         for b in pipe.push(chunk):
             n += 1
             out.write(_beat_line(b))

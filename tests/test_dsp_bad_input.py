@@ -261,9 +261,6 @@ def test_cli_beats_on_missing_record_has_no_traceback(tmp_path):
     assert r.returncode != 0 and r.stderr.strip()
 
 
-@pytest.mark.xfail(reason="cli.py builds BeatPipeline outside any try: an out-of-range "
-                   "rate escapes as a ValueError traceback (reported; cli.py is not DSP code)",
-                   strict=False)
 def test_cli_beats_on_unsupported_rate_has_no_traceback(tmp_path):
     rec = _write_record(tmp_path, "slow", np.zeros(500), 50.0)
     r = _cli("beats", "--source", f"wfdb:{rec}")

@@ -193,3 +193,22 @@ def test_pipeline_reports_delays(mitbih_excerpt):
     # window 0.45 s; search-back bound 1.66 x 2 s + look-ahead (DetectorConfig).
     assert np.all(delays <= 0.45 + 3.32 + 0.3)
     assert np.median(delays) < 0.6
+
+
+def test_direct_sosfilt_kernel_matches_scipy():
+    """The fast path of ecgstream.dsp._sosfilt computes what scipy.signal.sosfilt does."""
+    from scipy import signal
+
+    from ecgstream.dsp._sosfilt import prepare_sos, sosfilt_zi_step
+
+    rng = np.random.default_rng(3)
+    sos = prepare_sos(signal.butter(4, (5, 20), btype="bandpass", fs=250, output="sos"))
+    x = rng.standard_normal(300)
+    zi = rng.standard_normal((sos.shape[0], 2))
+    y_ref, z_ref = signal.sosfilt(sos, x, zi=zi)
+    x_copy, zi_copy = x.copy(), zi.copy()
+    y, z = sosfilt_zi_step(sos, x, zi)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(z, z_ref)
+    np.testing.assert_array_equal(x, x_copy)  # inputs untouched
+    np.testing.assert_array_equal(zi, zi_copy)

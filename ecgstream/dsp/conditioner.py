@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
+from ._sosfilt import prepare_sos, sosfilt_zi_step
 from .config import DspConfig
 from .resample import StreamingResampler
 
@@ -47,7 +48,7 @@ class Conditioner:
         if cfg.notch_hz is not None:
             b, a = signal.iirnotch(cfg.notch_hz, 30.0, fs=cfg.fs_hz)
             sos.append(signal.tf2sos(b, a))
-        self.sos = np.vstack(sos)
+        self.sos = prepare_sos(np.vstack(sos))
         self._zi_unit = signal.sosfilt_zi(self.sos)
         b, a = signal.sos2tf(self.sos)
         _, gd = signal.group_delay((b, a), w=[10.0], fs=cfg.fs_hz)
@@ -68,6 +69,6 @@ class Conditioner:
         if self._zi is None:
             # Start in the steady state of the first value: no step transient.
             self._zi = self._zi_unit * y[0]
-        out, self._zi = signal.sosfilt(self.sos, y, zi=self._zi)
+        out, self._zi = sosfilt_zi_step(self.sos, y, self._zi)
         self.n_out += out.size
         return out

@@ -41,6 +41,8 @@ import numpy as np
 from scipy import signal
 from scipy.ndimage import maximum_filter1d
 
+from ._sosfilt import prepare_sos, sosfilt_zi_step
+
 __all__ = ["DetectorConfig", "RPeakDetector"]
 
 
@@ -109,7 +111,7 @@ class RPeakDetector:
         self.cfg = cfg = cfg or DetectorConfig()
         self.fs = float(fs_hz)
         hi = min(cfg.band_hz[1], 0.45 * fs_hz)
-        self._sos = signal.butter(2, (cfg.band_hz[0], hi), btype="bandpass", fs=fs_hz, output="sos")
+        self._sos = prepare_sos(signal.butter(2, (cfg.band_hz[0], hi), btype="bandpass", fs=fs_hz, output="sos"))
         self._n_mwi = max(1, round(cfg.mwi_s * fs_hz))
         self._w = max(1, round(cfg.candidate_s * fs_hz))
         self._learn = round(cfg.learn_s * fs_hz)
@@ -159,8 +161,10 @@ class RPeakDetector:
 
     # -- feature -------------------------------------------------------
     def _feature(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z, self._zi = signal.sosfilt(self._sos, y, zi=self._zi)
-        d = np.diff(z, prepend=self._prev)
+        z, self._zi = sosfilt_zi_step(self._sos, y, self._zi)
+        d = np.empty_like(z)
+        d[0] = z[0] - self._prev
+        np.subtract(z[1:], z[:-1], out=d[1:])
         self._prev = float(z[-1])
         a = np.abs(d)
         if self._pow == 2.0:
@@ -173,7 +177,11 @@ class RPeakDetector:
         n = self._n_mwi
         # A sum of n terms per sample (not a running cumsum, whose rounding
         # would depend on where the chunks start): same result per index.
-        mwi = np.lib.stride_tricks.sliding_window_view(ext, n).sum(axis=1) / n
+        # The (len - n + 1, n) sliding view built directly: the same view and
+        # the same reduction as sliding_window_view, without its overhead.
+        st = ext.strides[0]
+        view = np.ndarray((ext.size - n + 1, n), dtype=ext.dtype, buffer=ext, strides=(st, st))
+        mwi = view.sum(axis=1) / n
         self._mwi_hist = ext[len(ext) - (n - 1):] if n > 1 else np.zeros(0)
         return mwi, np.abs(d)
 

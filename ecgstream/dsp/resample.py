@@ -66,6 +66,7 @@ class StreamingResampler:
         # poly[ph, j] = h[ph + up*j]
         self._poly = np.ascontiguousarray(h.reshape(taps_per_phase, self.up).T)
         self._taps = taps_per_phase
+        self._lags = np.arange(taps_per_phase)
         self.delay_in_samples = 0.0 if self.identity else (n_taps - 1) / 2.0 / self.up
         self.reset()
 
@@ -100,11 +101,14 @@ class StreamingResampler:
         if m.size:
             pos = m * self.down
             idx = pos // self.up - base
-            ph = pos % self.up
-            coeff = self._poly[ph]
-            y = coeff[:, 0] * buf[idx]
+            coeff = self._poly[pos % self.up]
+            # One gather of every tap's input, then the taps summed in a fixed
+            # order (tap 0 first), one vector op per tap: the same arithmetic
+            # for an output sample whatever the chunking.
+            prod = buf[idx[:, None] - self._lags] * coeff
+            y = prod[:, 0].copy()
             for j in range(1, self._taps):
-                y += coeff[:, j] * buf[idx - j]
+                y += prod[:, j]
         else:
             y = np.empty(0)
         self._hist = buf[-(self._taps - 1):] if self._taps > 1 else np.empty(0)
