@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Daemon", "DaemonStats"]
 
+_WARMUP_ONLY = frozenset({"warmup"})
+
 
 @dataclass
 class DaemonStats:
@@ -289,7 +291,8 @@ class Daemon:
             dev.stream_t = dev.pipeline.status.next_sample / dev.fs
             dev.liveness.on_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host)
             steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))
-        good = [b.window for dev, beats, _, _ in steps if dev.decider is not None for b in beats if b.good]
+        good = [b.window for dev, beats, _, _ in steps if dev.decider is not None
+                for b in beats if self._matchable(b)]
         emb = self.embedder.embed(np.stack(good)) if good else None
         st.beats_embedded += len(good)
         gi = 0
@@ -298,7 +301,7 @@ class Daemon:
             for b in beats:
                 dev.liveness.on_beat(b)
                 live = dev.liveness.state(off)
-                if b.good and dev.decider is not None and emb is not None:
+                if dev.decider is not None and emb is not None and self._matchable(b):
                     st.beats_good += 1
                     scores = emb[gi] @ dev.templates.T
                     gi += 1
@@ -309,6 +312,9 @@ class Daemon:
                         st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
                 self._publish_liveness(dev, live)
             self._contact(dev, off)
+
+    def _matchable(self, b: Beat) -> bool:
+        return b.good or (self.decision_cfg.match_warmup_beats and b.flags == _WARMUP_ONLY)
 
     def _contact(self, dev: _Device, off: bool) -> None:
         if off and not dev.leads_off:

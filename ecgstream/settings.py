@@ -39,6 +39,11 @@ class DecisionConfig:
         evidence it rests on; consumers fail closed after it.
     max_beat_age_s : float
         Beats older than this (stream seconds) leave the rolling window.
+    match_warmup_beats : bool
+        Also match the first beats of a segment whose only flag is
+        ``warmup`` (they passed the RR, clipping and edge checks, but no
+        median beat exists yet to compare their shape with). Without them
+        the first decision waits for about three more beats (~2.5 s).
     """
 
     window_beats: int = 10
@@ -49,6 +54,7 @@ class DecisionConfig:
     stale_s: float = 5.0
     valid_for_s: float = 5.0
     max_beat_age_s: float = 20.0
+    match_warmup_beats: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_beats <= self.window_beats <= 200:
