@@ -47,7 +47,7 @@ class DecisionConfig:
     """
 
     window_beats: int = 10
-    min_beats: int = 5
+    min_beats: int = 4
     operating_point: str = "far_0.001"
     threshold: float | None = None
     hysteresis: float = 0.02
