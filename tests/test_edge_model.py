@@ -72,6 +72,18 @@ def test_card_matches_model(model: EmbeddingModel):
     assert card["split"]["heldout_persons"]
 
 
+def test_dsp_cuts_the_beats_the_model_was_trained_on(model: EmbeddingModel):
+    """Training and serving must see the same beats: the card's fingerprint of the beats
+    ecgstream.dsp cuts from the excerpt must match what the DSP cuts today."""
+    from train.data import dsp_fingerprint
+
+    want = model.card["dsp_fingerprint"]["sha256"]
+    assert dsp_fingerprint(model.dsp_config()) == want, (
+        "ecgstream.dsp now cuts different beats than the shipped model was trained on: "
+        "retrain and reinstall it with `python -m train --export`"
+    )
+
+
 def test_embeddings_are_unit_and_batch_invariant(model: EmbeddingModel, windows: np.ndarray):
     e = model.embed(windows)
     assert e.dtype == np.float32 and e.shape == (len(windows), model.embedding_dim)
@@ -181,3 +193,24 @@ def test_card_class_reads_like_a_dict(model: EmbeddingModel):
     card = ModelCard.load(default_model_path().with_suffix(".json"))
     assert card.get("description")
     assert card.thresholds["single"]["eer"] == model.card["thresholds"]["single"]["eer"]
+
+
+def _have_ecgid() -> bool:
+    from ecgstream.data import DataError, ecgid_records
+
+    try:
+        return len(ecgid_records()) >= 300
+    except DataError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_ecgid(), reason="needs the full ECG-ID database (../shared/data or $ECGSTREAM_DATA)")
+def test_card_metrics_match_a_rerun(model: EmbeddingModel):
+    """The card's seed-protocol metrics, thresholds and probability map are those a re-run
+    of the evaluation measures on the shipped model (``python -m train.evaluate``)."""
+    from train.evaluate import compare, reevaluate
+
+    rows = compare(dict(model.card), reevaluate(model, float_model=None))
+    bad = [r for r in rows if not r[3]]
+    assert len(rows) > 30 and not bad, bad

@@ -40,6 +40,27 @@ def dsp_source_digest() -> str:
     return h.hexdigest()
 
 
+def dsp_fingerprint(cfg: DspConfig, root: str | Path | None = None) -> str:
+    """sha256 of what ``ecgstream.dsp`` makes of the committed ECG-ID excerpt.
+
+    Covers every beat of every excerpt record: R position, quality flags and
+    the window rounded to 0.001 mV. It changes when the DSP cuts different
+    beats (a new filter, detector or window), not when its code is merely
+    refactored, so the model card can say whether the daemon's DSP still
+    produces the beats the model was trained on.
+    """
+    from ecgstream.data import excerpt_dir
+
+    h = hashlib.sha256()
+    for r in ecgid_records(root if root is not None else excerpt_dir()):
+        x, fs, _ = read_record(r.path, 0)
+        h.update(r.name.encode())
+        for b in extract_beats(x, fs, cfg):
+            h.update(f"{b.r_sample}:{','.join(sorted(b.flags))};".encode())
+            h.update(np.round(b.window.astype(np.float64), 3).astype("<f8").tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class BeatSet:
     """Beat windows with their labels (all arrays have one row per beat).

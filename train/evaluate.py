@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     for key, c, v, ok in rows:
         cs = "missing" if c is None else f"{c:.6f}"
         print(f"  {'ok ' if ok else 'DIFF'} {key:55s} card {cs:>10s}  re-run {v:.6f}")
-    from .data import dsp_source_digest
+    from .data import dsp_fingerprint
 
-    trained = model.card.get("dsp_source_sha256")
-    if trained != dsp_source_digest():
-        print("note: the ecgstream/dsp sources differ from those the model was trained with "
-              f"({'unknown' if trained is None else trained[:12]} != {dsp_source_digest()[:12]}): "
-              "beats, and so figures, may differ; retrain with `python -m train --export`")
+    trained = (model.card.get("dsp_fingerprint") or {}).get("sha256")
+    now = dsp_fingerprint(model.dsp_config())
+    if trained != now:
+        print("note: ecgstream.dsp now cuts different beats than those the model was trained on "
+              f"(fingerprint {'unknown' if trained is None else trained[:12]} != {now[:12]}): "
+              "figures will differ; retrain with `python -m train --export`")
     fe = got["metrics"]["seed"].get("float_verification_eer")
     if fe:
         ie = got["metrics"]["seed"]["verification"]

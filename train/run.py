@@ -43,7 +43,7 @@ from edge.card import CARD_FORMAT_VERSION, ModelCard, sha256_file
 from edge.preprocess import NORMALISATION, normalise_beats
 from edge.runtime import LiteRTEmbedder
 
-from .data import BeatSet, build_beatset, dsp_source_digest
+from .data import BeatSet, build_beatset, dsp_fingerprint, dsp_source_digest
 from .evaluation import (
     FUSED_K,
     baseline_embed,
@@ -157,6 +157,8 @@ def run(a: argparse.Namespace) -> dict:
     dsp = DspConfig()
     heldout = tuple(int(v) for v in a.heldout.split(",")) if a.heldout else SEED_HELDOUT
     log.info("run folder %s", out)
+    # Provenance as of the start of training (the code that actually ran).
+    commit, dsp_src, dsp_fp = git_commit(), dsp_source_digest(), dsp_fingerprint(dsp)
     t0 = time.monotonic()
     use_mit_any = not (a.no_mitdb and a.no_ablation)
     bs = build_beatset(dsp, mitdb=use_mit_any, data_root=a.data, cache_dir=REPO / "runs" / "cache",
@@ -287,7 +289,9 @@ def run(a: argparse.Namespace) -> dict:
         "model_file": "model.tflite",
         "sha256": digest,
         "dsp": asdict(dsp),
-        "dsp_source_sha256": dsp_source_digest(),
+        "dsp_fingerprint": {"sha256": dsp_fp, "over": "every beat ecgstream.dsp cuts from "
+                            "data/ecgid-excerpt: r_sample, flags, window rounded to 0.001 mV"},
+        "dsp_source_sha256": dsp_src,
         "input": {
             "fs_hz": dsp.fs_hz, "window_len": dsp.window_len,
             "window_before_s": dsp.window_before_s, "window_after_s": dsp.window_after_s,
@@ -313,7 +317,7 @@ def run(a: argparse.Namespace) -> dict:
         "metrics": card_metrics(report),
         "training": {
             "command": "python -m train " + shlex.join(sys.argv[1:]),
-            "commit": git_commit(),
+            "commit": commit,
             "seconds": round(time.monotonic() - t_start, 1),
             "seeds": {"train": a.seed, "folds": a.seed, "sampling": 0},
             "config": info["config"],
