@@ -125,10 +125,9 @@ class PacedFleet:
 
 
 def _templates_for(model, store_records):
-    from ecgstream.templates import Template
-
     from ecgstream.enroll import enrol, utc_now
     from ecgstream.sources import open_source
+    from ecgstream.templates import Template
 
     out = {}
     for subj, path in store_records.items():
@@ -232,37 +231,56 @@ def bench_accuracy(model) -> dict:
     }
 
 
+def _child(n: int, seconds: float) -> int:
+    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+    from edge import EmbeddingModel
+
+    model = EmbeddingModel()
+    recs = [r for r in ecgid_records() if r.record == 1][:40]
+    records = [read_record(r.path, 0)[0] for r in recs]
+    templates = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})
+    r = bench_streams(n, seconds, model, templates, records, 500.0)
+    r["tensorflow_imported"] = "tensorflow" in sys.modules
+    print(json.dumps(r))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short runs (CI-sized)")
     ap.add_argument("--streams", type=int, nargs="*", default=None)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "daemon.json"))
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one fleet run, JSON on stdout
+    ap.add_argument("--skip", nargs="*", default=[], choices=["cold", "streams", "accuracy"])
     args = ap.parse_args()
+    if args.one:
+        return _child(args.one, args.seconds)
 
-    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+    from ecgstream.data import excerpt_dir
     from edge import EmbeddingModel
 
     model = EmbeddingModel()
-    res: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
-                 "model_id": model.model_id, "command": " ".join(sys.argv)}
-    res["cold_start"] = bench_cold_start(excerpt_dir() / "Person_01" / "rec_2", 3 if args.quick else 7)
-    print("cold start", res["cold_start"], flush=True)
-    import sys as _s
-    res["tensorflow_imported"] = "tensorflow" in _s.modules
-
-    recs = [r for r in ecgid_records() if r.record == 1][:40]
-    records = [read_record(r.path, 0)[0] for r in recs]
-    fs = 500.0
-    templates = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})
-    ns = args.streams or ([10, 100] if args.quick else [100, 500, 1000, 1500])
-    res["streams"] = []
-    for n in ns:
-        r = bench_streams(n, 10.0 if args.quick else args.seconds, model, templates, records, fs)
-        print("streams", r, flush=True)
-        res["streams"].append(r)
-    res["accuracy"] = bench_accuracy(model)
-    print("accuracy", res["accuracy"], flush=True)
+    res: dict = json.loads(Path(args.out).read_text()) if args.skip and Path(args.out).exists() else {}
+    res.update({"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+                 "model_id": model.model_id, "command": " ".join(sys.argv),
+                 "load_average_at_start": os.getloadavg()})
+    if "cold" not in args.skip:
+        res["cold_start"] = bench_cold_start(excerpt_dir() / "Person_01" / "rec_2", 3 if args.quick else 7)
+        print("cold start", res["cold_start"], flush=True)
+    if "streams" not in args.skip:
+        ns = args.streams or ([10, 100] if args.quick else [100, 1000])
+        res["streams"] = []
+        for n in ns:  # each in a fresh process, so RSS is that fleet's alone
+            out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seconds",
+                                  str(10.0 if args.quick else args.seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            print("streams", r, flush=True)
+            res["streams"].append(r)
+    if "accuracy" not in args.skip:
+        res["accuracy"] = bench_accuracy(model)
+        print("accuracy", res["accuracy"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(f"wrote {args.out}")
