@@ -3,21 +3,16 @@
 ``scipy.signal.sosfilt`` spends ~150 us per call on argument handling (axis
 moves, validation, array-API dispatch) before its C loop runs: on a 25-sample
 chunk that is >95 % of the cost, and the daemon makes two calls per chunk per
-device. :func:`sosfilt_zi_step` calls SciPy's C kernel directly when it is
-importable (SciPy >= 1.4 keeps it in ``scipy.signal._sosfilt``) and falls
-back to the public function otherwise. Both compute the same samples
-(tested in ``tests/test_dsp_detection.py``).
+device. :func:`sosfilt_zi_step` calls SciPy's C kernel directly (see
+:func:`ecgstream.dsp.design.sosfilt_kernel`) and falls back to the public
+function. Both compute the same samples (tested).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
-try:  # private, hence the fallback and the equality test
-    from scipy.signal._sosfilt import _sosfilt as _kernel
-except ImportError:  # pragma: no cover - depends on the SciPy build
-    _kernel = None
+from .design import sosfilt_kernel
 
 __all__ = ["sosfilt_zi_step", "prepare_sos"]
 
@@ -35,9 +30,12 @@ def sosfilt_zi_step(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.
 
     ``sos`` must come from :func:`prepare_sos`. Inputs are not modified.
     """
-    if _kernel is None:
+    kernel = sosfilt_kernel()
+    if kernel is None:  # pragma: no cover - only without SciPy's extension
+        from scipy import signal
+
         return signal.sosfilt(sos, x, zi=zi)
     y = np.array(x, dtype=np.float64, order="C").reshape(1, -1)
     z = np.array(zi, dtype=np.float64, order="C").reshape(1, sos.shape[0], 2)
-    _kernel(sos, y, z)
+    kernel(sos, y, z)
     return y[0], z[0]

@@ -9,9 +9,9 @@ zero-phase beats would not match what a live stream gives.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 from ._sosfilt import prepare_sos, sosfilt_zi_step
+from .design import butter_sos, notch_sos, sos_group_delay, sos_zi_unit
 from .config import DspConfig
 from .resample import StreamingResampler
 
@@ -42,16 +42,14 @@ class Conditioner:
         self.fs_in_hz = float(fs_in_hz)
         self.resampler = StreamingResampler(fs_in_hz, cfg.fs_hz)
         sos = [
-            signal.butter(2, cfg.highpass_hz, btype="highpass", fs=cfg.fs_hz, output="sos"),
-            signal.butter(4, cfg.lowpass_hz, btype="lowpass", fs=cfg.fs_hz, output="sos"),
+            butter_sos(2, cfg.highpass_hz, "highpass", cfg.fs_hz),
+            butter_sos(4, cfg.lowpass_hz, "lowpass", cfg.fs_hz),
         ]
         if cfg.notch_hz is not None:
-            b, a = signal.iirnotch(cfg.notch_hz, 30.0, fs=cfg.fs_hz)
-            sos.append(signal.tf2sos(b, a))
+            sos.append(notch_sos(cfg.notch_hz, 30.0, cfg.fs_hz))
         self.sos = prepare_sos(np.vstack(sos))
-        self._zi_unit = signal.sosfilt_zi(self.sos)
-        b, a = signal.sos2tf(self.sos)
-        _, gd = signal.group_delay((b, a), w=[10.0], fs=cfg.fs_hz)
+        self._zi_unit = sos_zi_unit(self.sos)
+        gd = [sos_group_delay(self.sos, 10.0, cfg.fs_hz)]
         self.delay_s = float(self.resampler.delay_in_samples / self.fs_in_hz + gd[0] / cfg.fs_hz)
         self.reset()
 

@@ -38,10 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
-from scipy.ndimage import maximum_filter1d
 
 from ._sosfilt import prepare_sos, sosfilt_zi_step
+from .design import butter_sos
 
 __all__ = ["DetectorConfig", "RPeakDetector"]
 
@@ -111,7 +110,7 @@ class RPeakDetector:
         self.cfg = cfg = cfg or DetectorConfig()
         self.fs = float(fs_hz)
         hi = min(cfg.band_hz[1], 0.45 * fs_hz)
-        self._sos = prepare_sos(signal.butter(2, (cfg.band_hz[0], hi), btype="bandpass", fs=fs_hz, output="sos"))
+        self._sos = prepare_sos(butter_sos(2, (cfg.band_hz[0], hi), "bandpass", fs_hz))
         self._n_mwi = max(1, round(cfg.mwi_s * fs_hz))
         self._w = max(1, round(cfg.candidate_s * fs_hz))
         self._learn = round(cfg.learn_s * fs_hz)
@@ -202,7 +201,7 @@ class RPeakDetector:
         if hi > self._decided:
             lo_ctx = max(self._buf0, self._decided - w)
             seg = self._buf[lo_ctx - self._buf0: hi + w - self._buf0]
-            mx = maximum_filter1d(seg, size=2 * w + 1, mode="constant", cval=-np.inf)
+            mx = _centred_max(seg, w)
             a = self._decided - lo_ctx
             b = hi - lo_ctx
             core = seg[a:b]
@@ -325,3 +324,16 @@ class RPeakDetector:
             self._npk *= self.cfg.recover_factor
             self._anchor = limit
         return out
+
+
+def _centred_max(x: np.ndarray, w: int) -> np.ndarray:
+    """Maximum over ``x[i-w : i+w+1]`` for each i (-inf beyond the ends).
+
+    The same values as ``scipy.ndimage.maximum_filter1d(x, 2*w+1,
+    mode="constant", cval=-inf)``, without importing scipy.ndimage.
+    """
+    pad = np.full(w, -np.inf)
+    ext = np.concatenate((pad, x, pad))
+    st = ext.strides[0]
+    view = np.ndarray((x.size, 2 * w + 1), dtype=ext.dtype, buffer=ext, strides=(st, st))
+    return view.max(axis=1)

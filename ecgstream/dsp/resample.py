@@ -13,7 +13,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
+
+from .design import lowpass_fir
 
 __all__ = ["StreamingResampler", "rational_ratio"]
 
@@ -62,7 +63,7 @@ class StreamingResampler:
         self.identity = self.up == 1 and self.down == 1
         n_taps = self.up * taps_per_phase
         cutoff = 0.9 / max(self.up, self.down)  # relative to the upsampled Nyquist
-        h = signal.firwin(n_taps, cutoff, window=("kaiser", 8.0)) * self.up
+        h = lowpass_fir(n_taps, cutoff, 8.0) * self.up
         # poly[ph, j] = h[ph + up*j]
         self._poly = np.ascontiguousarray(h.reshape(taps_per_phase, self.up).T)
         self._taps = taps_per_phase
