@@ -12,8 +12,7 @@ import json
 import sys
 from dataclasses import replace
 
-from ecgstream.dsp import BeatPipeline, DspConfig
-from ecgstream.dsp import design
+from ecgstream.dsp import BeatPipeline, DspConfig, design
 
 RATES = (100, 125, 128, 200, 250, 256, 300, 360, 400, 500, 512, 1000)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._sosfilt import prepare_sos, sosfilt_zi_step
-from .design import butter_sos, notch_sos, sos_group_delay, sos_zi_unit
 from .config import DspConfig
+from .design import butter_sos, notch_sos, sos_group_delay, sos_zi_unit
 from .resample import StreamingResampler
 
 __all__ = ["Conditioner"]
