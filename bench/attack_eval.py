@@ -96,13 +96,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "attacks.json"))
     args = ap.parse_args()
 
-    from ecgstream.templates import Template
-
     from ecgstream.data import SEED_HELDOUT, ecgid_records, read_record
     from ecgstream.dsp import extract_beats
     from ecgstream.enroll import enrol, utc_now
     from ecgstream.matching import beat_scores, rolling_fused
     from ecgstream.sources import open_source
+    from ecgstream.templates import Template
     from edge import EmbeddingModel
 
     t_start = time.time()
