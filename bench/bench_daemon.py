@@ -38,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ def bench_cold_start(record: Path, repeats: int = 5) -> dict:
     exe = Path(sys.executable).with_name("ecgstream")
     times = []
     env = dict(os.environ)
-    with __import__("tempfile").TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "k"
         subprocess.run([str(exe), "keygen", str(key)], check=True, capture_output=True)
         for _ in range(repeats):
@@ -231,18 +232,33 @@ def bench_accuracy(model) -> dict:
     }
 
 
-def _child(n: int, seconds: float) -> int:
-    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+def _child(n: int, seconds: float, data: str) -> int:
+    """One fleet run in a fresh process that imports only what a daemon does
+    (records and the template come from an .npz, so wfdb/pandas stay out of
+    the RSS figure)."""
+    from ecgstream.enroll import utc_now
+    from ecgstream.templates import Template
     from edge import EmbeddingModel
 
+    z = np.load(data)
+    records = [z[k] for k in z.files if k.startswith("rec")]
     model = EmbeddingModel()
-    recs = [r for r in ecgid_records() if r.record == 1][:40]
-    records = [read_record(r.path, 0)[0] for r in recs]
-    templates = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})
+    templates = {"p01": Template(subject="p01", model_id=model.model_id, centroid=z["centroid"],
+                                 n_beats=20, created_utc=utc_now(), quality={}, source="bench")}
     r = bench_streams(n, seconds, model, templates, records, 500.0)
     r["tensorflow_imported"] = "tensorflow" in sys.modules
+    r["wfdb_imported"] = "wfdb" in sys.modules
+    r["scipy_signal_imported"] = "scipy.signal" in sys.modules and hasattr(sys.modules["scipy.signal"], "butter")
     print(json.dumps(r))
     return 0
+
+
+def _fleet_data(model, path: Path) -> None:
+    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+
+    recs = [r for r in ecgid_records() if r.record == 1][:40]
+    t = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})["p01"]
+    np.savez(path, centroid=t.centroid, **{f"rec{i:02d}": read_record(r.path, 0)[0] for i, r in enumerate(recs)})
 
 
 def main() -> int:
@@ -252,10 +268,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "daemon.json"))
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one fleet run, JSON on stdout
+    ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--skip", nargs="*", default=[], choices=["cold", "streams", "accuracy"])
     args = ap.parse_args()
     if args.one:
-        return _child(args.one, args.seconds)
+        return _child(args.one, args.seconds, args.data)
 
     from ecgstream.data import excerpt_dir
     from edge import EmbeddingModel
@@ -271,9 +288,11 @@ def main() -> int:
     if "streams" not in args.skip:
         ns = args.streams or ([10, 100] if args.quick else [100, 1000])
         res["streams"] = []
+        data = Path(tempfile.mkdtemp()) / "fleet.npz"
+        _fleet_data(model, data)
         for n in ns:  # each in a fresh process, so RSS is that fleet's alone
             out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seconds",
-                                  str(10.0 if args.quick else args.seconds)],
+                                  str(10.0 if args.quick else args.seconds), "--data", str(data)],
                                  capture_output=True, text=True, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print("streams", r, flush=True)

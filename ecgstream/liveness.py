@@ -84,7 +84,7 @@ class LivenessTracker:
         self.expected_speed = expected_speed
         self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
-        self._rr = np.zeros(n_hist, dtype=np.int64)  # ring of RR intervals (source samples)
+        self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
         self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float16)  # ~50 kB per device for 5 min
         self._t = np.zeros(n_hist)  # R times (s)
         self._n = 0

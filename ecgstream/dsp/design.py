@@ -37,12 +37,17 @@ __all__ = ["butter_sos", "lowpass_fir", "notch_sos", "sos_group_delay", "sos_zi_
 _TABLE_PATH = Path(__file__).with_name("_designs.json")
 
 
-@lru_cache(maxsize=1)
-def _table() -> dict[str, Any]:
-    try:
-        return json.loads(_TABLE_PATH.read_text())
-    except (OSError, ValueError):
-        return {}
+_used: dict[str, Any] = {}  # the entries this process looked up
+
+
+def _table_get(key: str) -> Any:
+    # The parsed table is ~5 MB of Python floats: keep only what is used.
+    if key not in _used:
+        try:
+            _used[key] = json.loads(_TABLE_PATH.read_text()).get(key)
+        except (OSError, ValueError):
+            _used[key] = None
+    return _used[key]
 
 
 #: Designs computed with SciPy in this process (what the generator stores).
@@ -52,7 +57,7 @@ use_table = True
 
 
 def _lookup(key: str, compute: Callable[[], Any]) -> np.ndarray:
-    value = _table().get(key) if use_table else None
+    value = _table_get(key) if use_table else None
     if value is None:
         value = compute()
         computed[key] = value

@@ -78,6 +78,7 @@ class BeatQuality:
                 flags.add("amplitude")
         if np.isfinite(rr_s) and not 0.25 <= rr_s <= 2.0:
             flags.add("rr")
-        self._windows.append(window)
+        # A copy: a view would pin the whole conditioned buffer it came from.
+        self._windows.append(np.array(window, dtype=np.float64))
         self._amps.append(amp)
         return quality, flags
