@@ -33,6 +33,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--speed", type=float, help="replay speed for wfdb: sources (1 = real time, 0 = as fast as possible)")
     r.add_argument("--mqtt-host", help="publish to this broker (default: config, else stdout)")
     r.add_argument("--mqtt-port", type=int)
+    r.add_argument("--operating-point", choices=("far_0.001", "eer"),
+                   help="model-card threshold: far_0.001 (default; <= 0.1%% impostors accepted on held-out "
+                   "persons) or eer (equal error rate: more genuine accepted, more impostors too)")
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("enroll", parents=[common], help="enrol a subject from a source",
@@ -65,6 +68,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "printing the states as they change.")
     d.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x real time)")
     d.add_argument("--json", action="store_true", help="print the raw JSON lines instead")
+    d.add_argument("--operating-point", choices=("far_0.001", "eer"), default="eer",
+                   help="model-card threshold used (default eer; the daemon's default is far_0.001)")
     d.set_defaults(func=cmd_demo)
 
     try:
@@ -85,7 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
     for attr, key in (("source", "daemon.source"), ("store", "daemon.store"), ("model", "daemon.model"),
                       ("speed", "daemon.speed"), ("mqtt_host", "mqtt.host"), ("mqtt_port", "mqtt.port"),
-                      ("key_file", "templates.key_file")):
+                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point")):
         v = getattr(args, attr, None)
         if v is not None:
             o[key] = v
@@ -327,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(speed=args.speed, raw_json=args.json)
+    return run_demo(speed=args.speed, raw_json=args.json, operating_point=args.operating_point)
 
 
 def excerpt_record(person: int, rec: int) -> Path:
