@@ -94,12 +94,11 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
     accepts well under half of genuine 10-beat windows of held-out persons
     (docs/model/report.md), which is the honest price of that operating point.
     """
-    from .settings import DecisionConfig
-
     from edge import EmbeddingModel
 
     from .daemon import Daemon
     from .enroll import enrol, utc_now
+    from .settings import DecisionConfig
     from .sources import open_source
     from .templates import Template, TemplateStore, create_key_file, load_key
 
