@@ -190,9 +190,10 @@ def bench_cold_start(source: str, repeats: int = 5) -> dict:
             "cold_start_s_all": [round(t, 3) for t in times]}
 
 
-def bench_accuracy(model) -> dict:
+def bench_accuracy(model, operating_point: str = "far_0.001") -> dict:
     from ecgstream.daemon import Daemon
     from ecgstream.data import SEED_HELDOUT, ecgid_records
+    from ecgstream.settings import DecisionConfig
     from ecgstream.sources import open_source
 
     recs = [r for r in ecgid_records() if r.person in SEED_HELDOUT]
@@ -212,7 +213,8 @@ def bench_accuracy(model) -> dict:
         for r, genuine in probes:
             pub = CountingPublisher()
             d = Daemon([open_source(f"wfdb:{r.path}", speed=0.0)], model, templates, pub,
-                       default_subject=subj, speed=None)
+                       default_subject=subj, speed=None,
+                       decision_cfg=DecisionConfig(operating_point=operating_point))
             d.run(threading.Event())
             decided = [s for s in pub.states.get(next(iter(pub.states), ""), []) if s != "unknown"]
             final = decided[-1] if decided else "unknown"
@@ -220,6 +222,7 @@ def bench_accuracy(model) -> dict:
             if d.stats.first_decision_s:
                 t_dec.append(min(d.stats.first_decision_s.values()))
     return {
+        "operating_point": operating_point,
         "persons": len(by_person),
         "genuine_runs": len(gen),
         "genuine_authenticated": round(gen.count("authenticated") / max(1, len(gen)), 4),
@@ -303,7 +306,7 @@ def main() -> int:
             print("streams", r, flush=True)
             res["streams"].append(r)
     if "accuracy" not in args.skip:
-        res["accuracy"] = bench_accuracy(model)
+        res["accuracy"] = [bench_accuracy(model, op) for op in ("far_0.001", "eer")]
         print("accuracy", res["accuracy"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
