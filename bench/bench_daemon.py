@@ -132,7 +132,7 @@ def _templates_for(model, store_records):
 
     out = {}
     for subj, path in store_records.items():
-        res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=10)
+        res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=5)
         out[subj] = Template(subject=subj, model_id=model.model_id, centroid=res.centroid,
                              n_beats=res.n_beats, created_utc=utc_now(), quality=res.quality, source=str(path))
     return out

@@ -106,7 +106,7 @@ class LivenessConfig:
     window_beats: int = 12
     loop_min_period_s: float = 4.0
     loop_max_period_s: float = 300.0
-    loop_match_beats: int = 8
+    loop_match_beats: int = 6
 
     def __post_init__(self) -> None:
         if not 0 < self.min_hr_bpm < self.max_hr_bpm <= 300:
