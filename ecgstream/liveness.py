@@ -15,7 +15,7 @@ Checks, each with a reason string when it fails:
 * ``loop``: the recent RR sequence (in source samples, to +-2 ms) repeats
   an earlier stretch of the same stream exactly, at least
   ``loop_min_period_s`` ago, and the beats there have the same shape: a
-  looped or replayed recording. Hearts never repeat 8 intervals to 2 ms.
+  looped or replayed recording. Hearts never repeat 6 intervals to 2 ms with the same beat shapes.
 
 Limits, stated plainly: a high-fidelity replay of the genuine person's own,
 never-looped ECG through a waveform generator passes every check here; it is
