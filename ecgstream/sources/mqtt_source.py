@@ -227,7 +227,8 @@ def _decode_binary(data: bytes) -> DecodedChunk:
         if np.isinf(raw32).any():
             k = int(np.flatnonzero(np.isinf(raw32))[0])
             raise PayloadError(f"sample {k} (byte {BINARY_HEADER.size + 4 * k}) is infinite")
-        x = raw32.astype(np.float64) * float(scale)
+        with np.errstate(invalid="ignore"):  # a signalling NaN warned; it is an unreadable sample too
+            x = raw32.astype(np.float64) * float(scale)
     with np.errstate(invalid="ignore"):
         big = np.abs(x) > MAX_ABS_VALUE
     if big.any():
