@@ -231,6 +231,9 @@ class Daemon:
                 if self.notifier:
                     self.notifier.watchdog()
                 ended = not any(t.is_alive() for t in self._threads)
+                if ended and self.source_errors and self.queue.empty():
+                    log.error("every source has stopped with an error: exiting")
+                    break
                 if not batch and self.exit_when_sources_end and ended and self.queue.empty():
                     self._finish_streams()
                     break
@@ -286,8 +289,13 @@ class Daemon:
                 st.first_chunk_s = self.clock()
             st.chunks += 1
             st.samples += int(np.size(chunk.samples))
-            dev.last_chunk_host = self.clock()
+            # Silence is judged by arrival, not by processing: under load a
+            # queued chunk must not make its device look silent.
+            dev.last_chunk_host = chunk.arrival_s or self.clock()
             dev.silent = False
+            if chunk.gap_before:
+                # Time the device was away is not a slow sample clock.
+                dev.liveness.reset_rate()
             dev.stream_t = dev.pipeline.status.next_sample / dev.fs
             dev.liveness.on_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host)
             steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))

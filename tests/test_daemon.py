@@ -202,3 +202,12 @@ def test_daemon_republishes_after_broker_restart(tmp_path: Path, store):
             p.terminate()
             p.communicate(timeout=30)
         assert p.returncode == 0
+
+
+def test_run_exits_non_zero_when_its_only_source_dies(store):
+    """A serial port that cannot be opened: the daemon stops with the reason, never idles on."""
+    r = subprocess.run([*EXE, "run", "--source", "serial:/dev/nonexistent-ecg?fs=250", "--subject", "p01",
+                        "--store", str(store[0]), "--key-file", str(store[1])],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "/dev/nonexistent-ecg" in r.stderr and "Traceback" not in r.stderr

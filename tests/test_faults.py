@@ -283,11 +283,6 @@ def test_serial_unplug_goes_unknown_and_replug_reconnects_with_a_gap(tmp_path: P
 
 @pytest.mark.pty
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "liveness's host-arrival rate counts samples since the first chunk, so the 3 s the port was "
-    "away read as a slow device ('rate ... Hz') and block authentication until the 30 s window "
-    "restarts; the daemon does not tell liveness about gaps (proposed fix: reset the rate window on "
-    "a chunk with gap_before, see LivenessTracker.reset_rate)"))
 def test_serial_replug_authenticates_again(tmp_path: Path, model, templates):
     """After an unplug and replug the genuine stream authenticates again within 10 s."""
     from ecgstream.sources.serial_source import SerialSource
