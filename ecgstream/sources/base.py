@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..types import SampleChunk
 
-__all__ = ["Sink", "Source", "SourceError", "SourceStats", "SourceURI"]
+__all__ = ["Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
 
 Sink = Callable[[SampleChunk], None]
 
@@ -132,3 +132,14 @@ class SourceURI:
                 f"source {self.raw!r}: unknown parameter(s) {', '.join(extra)}; "
                 f"allowed: {', '.join(sorted(allowed))}"
             )
+
+
+def parse_speed(v: str) -> float:
+    """Parse a replay ``speed=`` parameter: a positive factor, or ``0``/``max``
+    (as fast as possible, returned as 0.0)."""
+    if v in {"max", "0", "inf"}:
+        return 0.0
+    s = float(v)
+    if not s > 0:
+        raise ValueError("speed must be positive, or 0/max for as fast as possible")
+    return s

@@ -37,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..types import SampleChunk
-from .base import Sink, SourceError, SourceStats, SourceURI
+from .base import Sink, SourceError, SourceStats, SourceURI, parse_speed
 
 __all__ = ["EcgSynth", "SyntheticSource", "synth_ecg"]
 
@@ -183,15 +183,6 @@ def synth_ecg(seconds: float, fs: float = 500.0, hr_bpm: float = 70.0, seed: int
     return EcgSynth(fs, hr_bpm, seed, rr_cv, noise_mv).render(round(seconds * fs))
 
 
-def _speed(v: str) -> float:
-    if v in {"max", "0", "inf"}:
-        return 0.0
-    s = float(v)
-    if not s > 0:
-        raise ValueError("speed must be positive, or 0/max for as fast as possible")
-    return s
-
-
 def _times(v: str) -> tuple[float, ...]:
     out = tuple(float(p) for p in v.split(",") if p.strip())
     if any(not (math.isfinite(t) and t >= 0) for t in out):
@@ -232,7 +223,7 @@ class SyntheticSource:
         self.noise_mv = float(u.take("noise", float, 0.02))  # type: ignore[arg-type]
         self.leads_off_at: tuple[float, ...] = u.take("leads_off_at", _times, ())  # type: ignore[assignment]
         self.leads_off_s = float(u.take("leads_off_s", float, 2.0))  # type: ignore[arg-type]
-        self.speed = speed if speed is not None else float(u.take("speed", _speed, 0.0))  # type: ignore[arg-type]
+        self.speed = speed if speed is not None else float(u.take("speed", parse_speed, 0.0))  # type: ignore[arg-type]
         self.chunk_s = float(u.take("chunk_s", float, 0.1))  # type: ignore[arg-type]
         if not (math.isfinite(self.seconds) and 0 < self.seconds <= 7 * 86400):
             raise SourceError(f"source {uri!r}: seconds must be in (0, 604800]")

@@ -23,18 +23,9 @@ import numpy as np
 
 from ..data import DataError, read_record
 from ..types import SampleChunk
-from .base import Sink, SourceError, SourceStats, SourceURI
+from .base import Sink, SourceError, SourceStats, SourceURI, parse_speed
 
 __all__ = ["WfdbReplaySource"]
-
-
-def _speed(v: str) -> float:
-    if v in {"max", "0", "inf"}:
-        return 0.0
-    s = float(v)
-    if not s > 0:
-        raise ValueError("speed must be positive, or 0/max for as fast as possible")
-    return s
 
 
 class WfdbReplaySource:
@@ -69,7 +60,7 @@ class WfdbReplaySource:
             raise SourceError(f"source {uri!r}: no record path; use wfdb:PATH/TO/RECORD")
         self.path = Path(path)
         self.channel = u.params.get("channel", "0")
-        self.speed = speed if speed is not None else float(u.take("speed", _speed, 0.0))  # type: ignore[arg-type]
+        self.speed = speed if speed is not None else float(u.take("speed", parse_speed, 0.0))  # type: ignore[arg-type]
         self.loop = bool(u.take("loop", lambda v: v.lower() in {"1", "true", "yes"}, False))
         self.chunk_s = float(u.take("chunk_s", float, 0.1))  # type: ignore[arg-type]
         if not 0 < self.chunk_s <= 10:
