@@ -80,6 +80,7 @@ class _Device:
         self.last_live: LivenessState | None = None
         self.stream_t = 0.0
         self.silent = False
+        self.last_event_after: dict[str, dict] = {}  # what -> the 'after' of its last event
 
 
 class Daemon:
@@ -397,8 +398,8 @@ class Daemon:
         self.stats.liveness_published += 1
 
     def _event(self, dev: _Device, what: str, after: dict, reason: str) -> None:
-        before = getattr(dev, "_last_" + what, None)
-        setattr(dev, "_last_" + what, after)
+        before = dev.last_event_after.get(what)
+        dev.last_event_after[what] = after
         self.publisher.event(dev.device, {"what": what, "before": before, "after": after,
                                           "reason": reason, "time": self.wall()})
         self.stats.events_published += 1
