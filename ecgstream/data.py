@@ -60,7 +60,7 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
         if cand.is_dir():
             return cand.resolve()
     raise DataError(
-        "no ECG data directory: pass --data DIR, set ECGSTREAM_DATA, or download "
+        "no ECG data directory: set ECGSTREAM_DATA (or pass a directory), or download "
         "with `python -m ecgstream.data download ecgiddb DIR`"
     )
 
