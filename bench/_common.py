@@ -8,6 +8,7 @@ gross statistics are sums over all beats of all records.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import subprocess
 import sys
@@ -198,20 +199,36 @@ DETECTORS = {
 }
 
 
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo ("" where unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine_info() -> dict:
+    """This machine, for a benchmark's JSON: CPU, cores, Python, platform, load average."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]}
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (VmRSS from /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def machine() -> str:
     """One line describing this machine and the library versions."""
     import importlib.metadata as md
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
+    cpu = cpu_model() or platform.processor() or platform.machine()
     vers = []
     for p in ("numpy", "scipy", "biosppy", "neurokit2", "wfdb"):
         with contextlib.suppress(md.PackageNotFoundError):

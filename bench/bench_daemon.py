@@ -44,17 +44,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import rss_mb  # noqa: E402 - bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MB (from /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 class CountingPublisher:

@@ -50,8 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import random
 import resource
 import shutil
@@ -63,6 +61,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import machine_info  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -522,19 +522,6 @@ def run_batch(args: tuple[str, int, int]) -> dict:
     return res
 
 
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every target's input count")
@@ -549,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         total = max(1, round(COUNTS[name] * args.scale))
         for b, start in enumerate(range(0, total, BATCH)):
             jobs.append((name, args.seed + 1000 * k + b, min(BATCH, total - start)))
-    info = machine()
+    info = machine_info()
     t0 = time.monotonic()
     if args.workers > 1:
         import multiprocessing as mp

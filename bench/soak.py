@@ -39,26 +39,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine_info, rss_mb  # noqa: E402 - bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MB (VmRSS from /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 class CountingPublisher:
@@ -191,19 +182,6 @@ def make_template(model):
                             source=str(path))}
 
 
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg_at_start": list(os.getloadavg())}
-
-
 def soak(streams: int, minutes: float, chunk_s: float, queue: int, warmup_min: float,
          n_records: int, model_threads: int) -> dict:
     from ecgstream.daemon import Daemon
@@ -280,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         args.streams, args.minutes, args.warmup_min = 100, 1.0, 0.0
     cmd = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    info = machine()
+    info = machine_info()
     res = soak(args.streams, args.minutes, args.chunk_s, args.queue, args.warmup_min,
                args.records, args.model_threads)
     res = {"command": cmd, "machine": info, "note": args.note, **res}
