@@ -223,3 +223,21 @@ class SourceRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def enrol_with_cli(directory: Path, record: Path, subject: str = "p01") -> tuple[Path, Path]:
+    """A real encrypted store in ``directory`` with ``subject`` enrolled from
+    the WFDB ``record`` through the real CLI (``keygen`` then ``enroll``).
+
+    Returns ``(store_dir, key_file)``.
+    """
+    exe = [sys.executable, "-m", "ecgstream"]
+    key = directory / "template.key"
+    r = subprocess.run([*exe, "keygen", str(key)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*exe, "enroll", "--subject", subject, "--source", f"wfdb:{record}",
+                        "--store", str(directory / "t"), "--key-file", str(key)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"enrolled {subject}" in r.stdout
+    return directory / "t", key

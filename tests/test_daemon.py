@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_broker import Broker, collect, require_mosquitto, wait_for
+from helpers_realparts import enrol_with_cli
 
 from ecgstream.data import excerpt_dir, read_record
 from ecgstream.types import SampleChunk
@@ -52,15 +53,7 @@ def model():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, model):
     """A real encrypted store with person p01 enrolled from Person_01 rec_1."""
-    d = tmp_path_factory.mktemp("store")
-    key = d / "template.key"
-    r = subprocess.run([*EXE, "keygen", str(key)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([*EXE, "enroll", "--subject", "p01", "--source", f"wfdb:{EX / 'Person_01' / 'rec_1'}",
-                        "--store", str(d / "t"), "--key-file", str(key)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "enrolled p01" in r.stdout
-    return d / "t", key
+    return enrol_with_cli(tmp_path_factory.mktemp("store"), EX / "Person_01" / "rec_1")
 
 
 def _templates(store, model):

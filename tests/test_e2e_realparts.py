@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_broker import Observer
-from helpers_realparts import Broker, PtyPair, require_mosquitto, wait_for
+from helpers_realparts import Broker, PtyPair, enrol_with_cli, require_mosquitto, wait_for
 
 from ecgstream.data import excerpt_dir
 from tools.wearable_sim import (
@@ -60,15 +60,7 @@ COUNTS_TO_MV = "offset=511.5&scale=0.0029325513"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A real encrypted store with p01 enrolled from Person_01 rec_2 through the CLI."""
-    d = tmp_path_factory.mktemp("store")
-    key = d / "template.key"
-    r = subprocess.run([*EXE, "keygen", str(key)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([*EXE, "enroll", "--subject", "p01", "--source", f"wfdb:{EX / 'Person_01' / 'rec_2'}",
-                        "--store", str(d / "t"), "--key-file", str(key)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "enrolled p01" in r.stdout, r.stderr
-    return d / "t", key
+    return enrol_with_cli(tmp_path_factory.mktemp("store"), EX / "Person_01" / "rec_2")
 
 
 @pytest.fixture
