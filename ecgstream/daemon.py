@@ -7,7 +7,9 @@ the oldest chunk is dropped and counted (the pipeline sees the jump in sample
 index and marks a gap), so a slow consumer never blocks a network thread.
 
 Per device: a :class:`~ecgstream.dsp.BeatPipeline`, a
-:class:`~ecgstream.liveness.LivenessTracker` and a
+:class:`~ecgstream.liveness.LivenessTracker`, a
+:class:`~ecgstream.matching.Scorer` (its own copy of the templates, which
+online adaptation may move within bounds) and a
 :class:`~ecgstream.decision.Decider`. Good beats from all devices that
 arrive together are embedded in one batch.
 """
@@ -25,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .decision import UNKNOWN, Decider, Thresholds
+from .decision import AUTHENTICATED, UNKNOWN, Decider, Thresholds
 from .dsp import BeatPipeline, DspConfig
 from .liveness import LivenessState, LivenessTracker
-from .settings import DecisionConfig, LivenessConfig
+from .matching import Scorer
+from .settings import AdaptationConfig, DecisionConfig, LivenessConfig
 from .sources.base import Source
 from .types import Beat, SampleChunk
 
@@ -55,6 +58,7 @@ class DaemonStats:
     liveness_published: int = 0
     events_published: int = 0
     first_chunk_s: float | None = None  # monotonic time the first chunk was processed
+    adaptations: int = 0  # beats folded into a device's template copy
     decision_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     first_decision_s: dict[str, float] = field(default_factory=dict)  # device -> stream s of first decision
 
@@ -67,7 +71,7 @@ class _Device:
         self.fs = fs_hz
         self.pipeline = BeatPipeline(device, fs_hz, daemon.dsp_cfg)
         self.liveness = LivenessTracker(fs_hz, daemon.liveness_cfg, daemon.rate_speed)
-        self.subjects, self.templates = daemon.subjects_for(device)
+        self.subjects, self.scorer = daemon.subjects_for(device)
         self.decider = (
             Decider(self.subjects, daemon.thresholds, daemon.decision_cfg) if self.subjects else None
         )
@@ -129,6 +133,7 @@ class Daemon:
         identify: bool = True,
         decision_cfg: DecisionConfig | None = None,
         liveness_cfg: LivenessConfig | None = None,
+        adaptation_cfg: AdaptationConfig | None = None,
         speed: float | None = 1.0,
         queue_max_chunks: int = 10_000,
         publish_interval_s: float = 1.0,
@@ -156,6 +161,21 @@ class Daemon:
             thr, self.decision_cfg.operating_point, self.decision_cfg.threshold
         )
         self.model_id = embedder.model_id
+        # Scores are normalised as the model card says, against the cohort the
+        # model ships; templates made against another cohort are refused here
+        # too (the store refuses them on load), so no caller can mix them.
+        self.score_norm = str(card.get("score", {}).get("norm", "none")) if hasattr(card, "get") else "none"
+        self.cohort = getattr(embedder, "cohort", None)
+        if self.score_norm != "none" and self.cohort is None:
+            raise ValueError(f"model card asks for {self.score_norm!r} scores but the embedder has no cohort")
+        cid = self.cohort.id if self.cohort is not None else None
+        for t in templates.values():
+            if cid is not None and getattr(t, "cohort_id", None) != cid:
+                from .templates import cohort_mismatch
+
+                raise ValueError(cohort_mismatch(t, cid))
+        self.adaptation_cfg = adaptation_cfg or AdaptationConfig()
+        self._adapt_policy = self.adaptation_cfg.policy()
         self.queue: queue.Queue[SampleChunk] = queue.Queue(maxsize=queue_max_chunks)
         self.publish_interval_s = publish_interval_s
         self.exit_when_sources_end = exit_when_sources_end
@@ -176,13 +196,19 @@ class Daemon:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
 
     # -- templates ---------------------------------------------------------
-    def subjects_for(self, device: str) -> tuple[list[str], np.ndarray | None]:
-        """Subjects scored for ``device`` and their stacked centroids."""
+    def subjects_for(self, device: str) -> tuple[list[str], Scorer | None]:
+        """Subjects scored for ``device`` and the device's own matcher.
+
+        Each device gets its own :class:`~ecgstream.matching.Scorer`: online
+        adaptation moves that device's copy of its wearer's template, never
+        the store's nor another device's.
+        """
         subj = self.bindings.get(device, self.default_subject)
         names = [subj] if subj else (sorted(self.templates) if self.identify else [])
         if not names:
             return [], None
-        return names, np.stack([np.asarray(self.templates[s].centroid, dtype=np.float32) for s in names])
+        return names, Scorer([self.templates[s].centroids for s in names], norm=self.score_norm,
+                             cohort=self.cohort)
 
     # -- source side (source threads) ---------------------------------------
     def _sink(self, chunk: SampleChunk) -> None:
@@ -312,15 +338,36 @@ class Daemon:
                 live = dev.liveness.state(off)
                 if dev.decider is not None and emb is not None and self._matchable(b):
                     st.beats_good += 1
-                    scores = emb[gi] @ dev.templates.T
+                    e = emb[gi]
                     gi += 1
-                    d = dev.decider.add_beat(b.r_time_s, scores, live.failed)
+                    assert dev.scorer is not None
+                    d = dev.decider.add_beat(b.r_time_s, dev.scorer.scores(e)[0], live.failed)
+                    self._maybe_adapt(dev, b, e, d, live)
                     if dev.device not in st.first_decision_s and d.state != UNKNOWN:
                         st.first_decision_s[dev.device] = b.r_time_s
                     if self._publish_auth(dev, d, force=d.changed):
                         st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
                 self._publish_liveness(dev, live)
             self._contact(dev, off)
+
+    def _maybe_adapt(self, dev: _Device, b: Beat, e: np.ndarray, d: Any, live: LivenessState) -> None:
+        """Fold a beat into the device's template copy when the evidence is beyond doubt.
+
+        Only a fully good beat (not a warm-up one), while the device is
+        ``authenticated`` on a full window, positively live, and the fused
+        score clears the threshold by ``margin``: never from ``unknown``, a
+        liveness failure or a flagged beat. How far the template may move is
+        :class:`~ecgstream.matching.AdaptationPolicy`'s business (rate, floor).
+        """
+        cfg = self.adaptation_cfg
+        if not cfg.enabled or dev.scorer is None or d.state != AUTHENTICATED or d.subject is None:
+            return
+        if not b.good or not live.live or live.failed or d.threshold is None or d.score is None:
+            return
+        if d.beats_used < self.decision_cfg.window_beats or d.score < d.threshold + cfg.margin:
+            return
+        dev.scorer.adapt(dev.subjects.index(d.subject), e, self._adapt_policy)
+        self.stats.adaptations += 1
 
     def _matchable(self, b: Beat) -> bool:
         return b.good or (self.decision_cfg.match_warmup_beats and b.flags == _WARMUP_ONLY)

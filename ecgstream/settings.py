@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DecisionConfig", "LivenessConfig"]
+__all__ = ["AdaptationConfig", "DecisionConfig", "LivenessConfig"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,43 @@ class LivenessConfig:
             raise ValueError("window_beats and loop_match_beats must be at least 3")
         if not 0 < self.loop_min_period_s < self.loop_max_period_s:
             raise ValueError("need 0 < loop_min_period_s < loop_max_period_s")
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """Online template adaptation during continuous authentication.
+
+    While a device is ``authenticated`` on a full window, positively live,
+    and its fused score clears the threshold by ``margin``, each fresh good
+    beat is folded into *that device's in-memory copy* of the wearer's
+    template (an exponential moving average with weight ``rate``), never
+    further than ``floor`` (cosine) from the enrolled centroid. Never from
+    ``unknown``, a liveness failure, a flagged or warm-up beat. The stored
+    template is not changed; a restart starts from the enrolled one.
+
+    Attributes
+    ----------
+    enabled : bool
+    rate : float
+        Weight of one beat, in (0, 0.2].
+    margin : float
+        How far above the threshold the fused score must be (score units).
+    floor : float
+        Least cosine between the adapted and the enrolled centroid, in (0, 1).
+    """
+
+    enabled: bool = True
+    rate: float = 0.02
+    margin: float = 0.0
+    floor: float = 0.9
+
+    def __post_init__(self) -> None:
+        self.policy()  # validates rate and floor
+        if not 0 <= self.margin < 10:
+            raise ValueError("margin must be in [0, 10)")
+
+    def policy(self):  # noqa: ANN201 - matching imports settings' users, keep this lazy
+        """The :class:`ecgstream.matching.AdaptationPolicy` of these settings."""
+        from .matching import AdaptationPolicy
+
+        return AdaptationPolicy(rate=self.rate, floor=self.floor)

@@ -1,9 +1,11 @@
 """Encrypted, authenticated store of enrolled templates.
 
 One file per subject, ``<store>/<subject>.tmpl``, holds that subject's
-:class:`Template`: the unit-length centroid of the enrolment embeddings
-(:func:`ecgstream.matching.make_template`), the id of the model that made
-it, and a few enrolment statistics.
+:class:`Template`: one unit-length centroid per enrolment sitting
+(:func:`ecgstream.matching.make_template`; ``enroll --append`` adds a
+sitting), their overall centroid, the id of the model that made them, the id
+of the impostor cohort the model ships (scores are normalised against it),
+and a few enrolment statistics.
 
 What is stored, and what is not
 -------------------------------
@@ -15,8 +17,8 @@ is health data that the daemon has no reason to keep. The ``source`` field
 is descriptive only and must not carry credentials (the CLI strips URI
 query strings before storing it).
 
-File format (version 1)
------------------------
+File format (version 2; version 1, one centroid and no cohort, is still read)
+-------------------------------------------------------------------------------
 All integers big-endian::
 
     magic        8 bytes   b"ECGTMPL\\x00"
@@ -88,7 +90,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAGIC = b"ECGTMPL\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads (1: a single centroid, no cohort id).
+READABLE_VERSIONS = (1, 2)
+#: Most sittings a template keeps (``enroll --append`` drops the oldest beyond it).
+MAX_SITTINGS = 8
 KEY_BYTES = 32
 NONCE_BYTES = 12
 SUFFIX = ".tmpl"
@@ -192,6 +198,12 @@ class Template:
         mean and spread of the enrolment beats' scores against the centroid.
     source : str
         Where the enrolment signal came from; descriptive only, no secrets.
+    centroids : ndarray, shape (k, dim)
+        One unit centroid per enrolment sitting (default: ``centroid``
+        alone), at most :data:`MAX_SITTINGS`.
+    cohort_id : str or None
+        Id of the impostor cohort the template was made against
+        (:class:`ecgstream.matching.Cohort`); None for version-1 files.
     """
 
     subject: str
@@ -201,6 +213,8 @@ class Template:
     created_utc: str
     quality: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    centroids: np.ndarray | None = None
+    cohort_id: str | None = None
 
     def __post_init__(self) -> None:
         validate_subject(self.subject)
@@ -218,6 +232,18 @@ class Template:
             raise TemplateError(f"centroid must have unit length, got norm {norm:.6f}")
         c.setflags(write=False)
         object.__setattr__(self, "centroid", c)
+        cs = np.array(c[None, :] if self.centroids is None else self.centroids, dtype=np.float32, copy=True)
+        if cs.ndim != 2 or cs.shape[0] == 0 or cs.shape[1] != c.size:
+            raise TemplateError(f"centroids must have shape (k, {c.size}), got {cs.shape}")
+        if cs.shape[0] > MAX_SITTINGS:
+            raise TemplateError(f"at most {MAX_SITTINGS} sittings, got {cs.shape[0]}")
+        if not np.all(np.isfinite(cs)) or np.any(np.abs(np.linalg.norm(cs.astype(np.float64), axis=1) - 1) > 1e-3):
+            raise TemplateError("centroids must be finite unit vectors")
+        cs.setflags(write=False)
+        object.__setattr__(self, "centroids", cs)
+        if self.cohort_id is not None and (not isinstance(self.cohort_id, str)
+                                           or not 0 < len(self.cohort_id) <= 64 or not self.cohort_id.isprintable()):
+            raise TemplateError(f"cohort_id must be a short printable string or None, got {self.cohort_id!r}")
         if isinstance(self.n_beats, bool) or not isinstance(self.n_beats, int | np.integer) or self.n_beats < 1:
             raise TemplateError(f"n_beats must be a positive integer, got {self.n_beats!r}")
         object.__setattr__(self, "n_beats", int(self.n_beats))
@@ -235,9 +261,12 @@ class Template:
         if not isinstance(other, Template):
             return NotImplemented
         return (
-            (self.subject, self.model_id, self.n_beats, self.created_utc, self.quality, self.source)
-            == (other.subject, other.model_id, other.n_beats, other.created_utc, other.quality, other.source)
+            (self.subject, self.model_id, self.n_beats, self.created_utc, self.quality, self.source,
+             self.cohort_id)
+            == (other.subject, other.model_id, other.n_beats, other.created_utc, other.quality, other.source,
+                other.cohort_id)
             and np.array_equal(self.centroid, other.centroid)
+            and np.array_equal(self.centroids, other.centroids)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -245,13 +274,19 @@ class Template:
     def __repr__(self) -> str:  # never print the centroid
         return (
             f"Template(subject={self.subject!r}, model_id={self.model_id!r}, "
-            f"dim={self.centroid.size}, n_beats={self.n_beats}, created_utc={self.created_utc!r})"
+            f"dim={self.centroid.size}, sittings={self.sittings}, n_beats={self.n_beats}, "
+            f"created_utc={self.created_utc!r})"
         )
 
     @property
     def dim(self) -> int:
         """Embedding size."""
         return int(self.centroid.size)
+
+    @property
+    def sittings(self) -> int:
+        """Number of enrolment sittings (rows of ``centroids``)."""
+        return int(self.centroids.shape[0])
 
 
 class TemplateInfo(NamedTuple):
@@ -304,6 +339,8 @@ def _payload(t: Template) -> bytes:
         "created_utc": t.created_utc,
         "quality": t.quality,
         "source": t.source,
+        "centroids": base64.b64encode(t.centroids.astype("<f4").tobytes()).decode("ascii"),
+        "cohort_id": t.cohort_id,
     }
     return json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
 
@@ -319,7 +356,7 @@ def _parse_header(blob: bytes, path: Path) -> tuple[str, str, int]:
             f"(up to {FORMAT_VERSION}); upgrade ecgstream or re-enrol",
             path,
         )
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise TemplateError(f"unsupported template format version {version}", path)
     try:
         pos = _FIXED.size
@@ -352,6 +389,12 @@ def _decode_payload(raw: bytes, path: Path) -> Template:
         c = np.frombuffer(base64.b64decode(doc["centroid"], validate=True), dtype="<f4")
         if c.size != doc["dim"]:
             raise ValueError(f"centroid has {c.size} values, header says {doc['dim']}")
+        cs = None
+        if doc.get("centroids") is not None:
+            cs = np.frombuffer(base64.b64decode(doc["centroids"], validate=True), dtype="<f4")
+            if cs.size % c.size or cs.size == 0:
+                raise ValueError(f"centroids hold {cs.size} values, not a multiple of {c.size}")
+            cs = cs.reshape(-1, c.size).astype(np.float32)
         return Template(
             subject=doc["subject"],
             model_id=doc["model_id"],
@@ -360,6 +403,8 @@ def _decode_payload(raw: bytes, path: Path) -> Template:
             created_utc=doc["created_utc"],
             quality=doc.get("quality", {}),
             source=doc.get("source", ""),
+            centroids=cs,
+            cohort_id=doc.get("cohort_id"),
         )
     except TemplateError as exc:
         raise TemplateError(f"invalid template content: {exc.reason}", path) from None
@@ -505,7 +550,7 @@ class TemplateStore:
             raise TemplateError("header and content disagree on subject or model", path)
         return t
 
-    def load(self, subject: str, model_id: str | None = None) -> Template:
+    def load(self, subject: str, model_id: str | None = None, cohort_id: str | None = None) -> Template:
         """Read and check ``subject``'s template.
 
         Parameters
@@ -514,11 +559,15 @@ class TemplateStore:
         model_id : str or None
             When given, the id of the model the daemon runs; a template made
             with another model is refused.
+        cohort_id : str or None
+            When given, the id of the cohort the model ships; a template made
+            against another cohort (or none) is refused.
 
         Raises
         ------
         TemplateError
-            Missing, unreadable, tampered or foreign file, or a model mismatch.
+            Missing, unreadable, tampered or foreign file, or a model or
+            cohort mismatch.
         """
         path = self.path_for(subject)
         t = self._read(path, subject)
@@ -529,6 +578,8 @@ class TemplateStore:
                 f"(ecgstream enroll --subject {subject} --force ...)",
                 path,
             )
+        if cohort_id is not None and t.cohort_id != cohort_id:
+            raise TemplateError(cohort_mismatch(t, cohort_id), path)
         return t
 
     def _files(self) -> list[Path]:
@@ -556,7 +607,7 @@ class TemplateStore:
         """
         return [TemplateInfo(t.subject, t.model_id, t.created_utc, t.n_beats) for t in self._scan()]
 
-    def load_all(self, model_id: str, strict: bool = False) -> dict[str, Template]:
+    def load_all(self, model_id: str, strict: bool = False, cohort_id: str | None = None) -> dict[str, Template]:
         """Templates made with ``model_id``, by subject (identification mode).
 
         Parameters
@@ -587,10 +638,24 @@ class TemplateStore:
                 )
                 self.last_report.other_model.append((t.subject, t.model_id))
                 continue
+            if cohort_id is not None and t.cohort_id != cohort_id:
+                log.warning("skipping template: %s", cohort_mismatch(t, cohort_id))
+                self.last_report.other_model.append((t.subject, f"{t.model_id} / {t.cohort_id}"))
+                continue
             out[t.subject] = t
         if self.last_report.errors:
             log.warning("loaded %d templates, skipped %d", len(out), self.last_report.errors)
         return out
+
+
+def cohort_mismatch(t: Template, cohort_id: str) -> str:
+    """The message for a template made against another cohort version."""
+    made = f"cohort {t.cohort_id!r}" if t.cohort_id else "no cohort (a version-1 template)"
+    return (
+        f"the template of {t.subject!r} was made against {made} but the model ships cohort "
+        f"{cohort_id!r}: its scores would be normalised against the wrong impostors; re-enrol "
+        f"{t.subject!r} (ecgstream enroll --subject {t.subject} --force ...)"
+    )
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 __all__ = ["CARD_FORMAT_VERSION", "ModelCard", "ModelError", "sha256_file"]
 
 #: Newest card format this runtime understands.
-CARD_FORMAT_VERSION = 1
+#: 2 added the optional ``score`` block (score normalisation and the impostor
+#: cohort file); a version-1 card means raw cosine scores and no cohort.
+CARD_FORMAT_VERSION = 2
 
 
 class ModelError(Exception):
@@ -99,6 +101,15 @@ class ModelCard(Mapping[str, Any]):
         for block in ("single", "fused"):
             if not isinstance(data["thresholds"][block], Mapping) or "far_0.001" not in data["thresholds"][block]:
                 raise ModelError(f"model card {where} lacks 'thresholds.{block}.far_0.001'")
+        score = data.get("score")
+        if score is not None:
+            if not isinstance(score, Mapping) or score.get("norm") not in ("none", "znorm"):
+                raise ModelError(f"model card {where}: 'score.norm' must be 'none' or 'znorm'")
+            if score["norm"] != "none":
+                co = score.get("cohort")
+                if not isinstance(co, Mapping) or not all(isinstance(co.get(k), str) for k in ("file", "sha256", "id")):
+                    raise ModelError(f"model card {where}: score normalisation {score['norm']!r} needs "
+                                     "'score.cohort' with 'file', 'sha256' and 'id'")
         self._data = dict(data)
         self.path = Path(path) if path is not None else None
 
@@ -171,6 +182,11 @@ class ModelCard(Mapping[str, Any]):
     @property
     def thresholds(self) -> dict[str, Any]:
         return dict(self._data["thresholds"])
+
+    @property
+    def score(self) -> dict[str, Any]:
+        """The score block: ``norm`` (``none``/``znorm``) and, if normalised, ``cohort``."""
+        return dict(self._data.get("score") or {"norm": "none"})
 
     @property
     def dsp(self) -> dict[str, Any]:

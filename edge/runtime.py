@@ -268,6 +268,7 @@ class EmbeddingModel:
             )
         self._check_quantization(card, cp)
         self._check_dsp(card, cp)
+        self.score_norm, self.cohort = self._load_cohort(card, cp)
         self.card = card
         self.model_path = mp
         self.card_path = cp
@@ -277,6 +278,41 @@ class EmbeddingModel:
         self.embedding_dim = rt.embedding_dim
         self.num_threads = rt.num_threads
         log.debug("loaded %s (%s, %d threads)", self.model_id, mp, rt.num_threads)
+
+    @staticmethod
+    def _load_cohort(card: ModelCard, cp: Path) -> tuple[str, Any]:
+        """The card's score normalisation and its impostor cohort (checked), or ("none", None)."""
+        from ecgstream.matching import Cohort, CohortError
+
+        score = card.score
+        if score["norm"] == "none":
+            return "none", None
+        co = score["cohort"]
+        path = cp.parent / co["file"]
+        if not path.is_file():
+            raise ModelError(f"cohort file {path} named by card {cp} not found (it ships beside the model)")
+        digest = sha256_file(path)
+        if digest != str(co["sha256"]).lower():
+            raise ModelError(f"cohort {path} has sha256 {digest[:12]}..., card {cp} says "
+                             f"{str(co['sha256'])[:12]}...: reinstall model, card and cohort from one run")
+        try:
+            cohort = Cohort.load(path, model_id=card.model_id, cohort_id=co["id"])
+        except CohortError as exc:
+            raise ModelError(str(exc)) from None
+        if cohort.dim != card.embedding_dim:
+            raise ModelError(f"cohort {path} has dimension {cohort.dim}, the model {card.embedding_dim}")
+        return str(score["norm"]), cohort
+
+    @property
+    def cohort_id(self) -> str | None:
+        """Id of the shipped impostor cohort (None when scores are not normalised)."""
+        return self.cohort.id if self.cohort is not None else None
+
+    def scorer(self, centroids: Any) -> Any:
+        """An :class:`ecgstream.matching.Scorer` for per-subject centroids, normalised as the card says."""
+        from ecgstream.matching import Scorer
+
+        return Scorer(centroids, norm=self.score_norm, cohort=self.cohort)
 
     def _check_quantization(self, card: ModelCard, cp: Path) -> None:
         got = self._rt.quantization()

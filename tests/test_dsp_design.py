@@ -24,7 +24,10 @@ def test_table_matches_scipy():
     shipped = json.loads(design._TABLE_PATH.read_text())
     assert shipped.keys() == fresh.keys()
     for k in shipped:
-        np.testing.assert_array_equal(np.array(shipped[k]), np.array(fresh[k]), err_msg=k)
+        # Not bitwise: SciPy's design (freqz/group delay) differs in the last
+        # bits between CPUs (SIMD paths); 1e-10 relative is far below anything
+        # that changes a filter, and the table itself is what the DSP uses.
+        np.testing.assert_allclose(np.array(shipped[k]), np.array(fresh[k]), rtol=1e-10, atol=1e-12, err_msg=k)
 
 
 def test_design_outside_table_falls_back_to_scipy():

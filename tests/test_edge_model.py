@@ -155,9 +155,11 @@ def test_hash_mismatch_is_refused(copied):
 def test_newer_card_format_is_refused(copied):
     m, c = copied
     card = json.loads(c.read_text())
-    card["format_version"] = 2
+    from edge import CARD_FORMAT_VERSION
+
+    card["format_version"] = CARD_FORMAT_VERSION + 1
     c.write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="format_version 2.*up to 1"):
+    with pytest.raises(ModelError, match=f"format_version {CARD_FORMAT_VERSION + 1}.*up to {CARD_FORMAT_VERSION}"):
         EmbeddingModel(m)
 
 

@@ -199,7 +199,7 @@ def test_newer_format_version_is_a_clear_error(store):
     blob = bytearray(path.read_bytes())
     struct.pack_into(">H", blob, 8, FORMAT_VERSION + 1)
     path.write_bytes(bytes(blob))
-    with pytest.raises(TemplateError, match=r"format version 2 is newer.*upgrade"):
+    with pytest.raises(TemplateError, match=r"format version 3 is newer.*upgrade"):
         store.load("alice")
 
 

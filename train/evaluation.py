@@ -112,6 +112,19 @@ def card_thresholds(scores: dict) -> dict:
     return out
 
 
+def card_thresholds_from(th: dict[str, dict[str, float]]) -> dict:
+    """The card's ``thresholds`` block from thresholds by fused count (``{"1": {op: t}, ...}``)."""
+    return {
+        "score": "per beat: best over the subject's sittings of the cosine of the beat's unit embedding "
+                 "with the sitting's quality-weighted unit centroid (ecgstream.matching.Scorer, "
+                 "normalised as the card's score block says); fused = mean of k consecutive good-beat "
+                 "scores; accept when score >= threshold",
+        "single": th["1"],
+        "fused": {"beats": FUSED_K, **th[str(FUSED_K)]},
+        "fused_by_beats": {k: v for k, v in th.items() if k != "1"},
+    }
+
+
 def mean_sd(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,

@@ -60,6 +60,12 @@ class TrainConfig:
         Sub-centres per identity (1 = plain ArcFace).
     mitdb_cap : int
         Beats drawn per MIT-BIH person (each epoch draws afresh).
+    record_pairs : float
+        Weight of the cross-session term (0: off). Batches are then drawn as
+        32 persons x 2 of their recordings x 4 beats, and a supervised
+        contrastive loss pulls each beat towards the same person's beats of
+        the *other* recording only, so what tells two sittings apart costs
+        the network (each recording is treated as a domain to be invariant to).
     dropout : float
     seed : int
     threads : int
@@ -77,11 +83,13 @@ class TrainConfig:
     mitdb_cap: int = 150
     dropout: float = 0.2
     weight_decay: float = 1e-4
+    record_pairs: float = 0.0
     seed: int = 1
     threads: int = 2
     aug: dict[str, float] = field(
         default_factory=lambda: {"shift": 3, "scale": 0.15, "drift": 0.3, "offset": 0.2, "noise": 0.08,
-                                 "stretch": 0.08, "envelope": 0.0, "r_index": 62}
+                                 "stretch": 0.08, "envelope": 0.0, "qt": 0.0, "mix": 0.0,
+                                 "r_index": 62}
     )
 
     def to_dict(self) -> dict:
@@ -144,6 +152,30 @@ def augment(x: tf.Tensor, rng: tf.random.Generator, aug: dict[str, float]) -> tf
         frac = (pos - tf.cast(lo, tf.float32))[None, :]
         g = tf.gather(ctrl, lo, axis=1) * (1 - frac) + tf.gather(ctrl, lo + 1, axis=1) * frac
         x = x * g
+    if aug.get("qt", 0) > 0:
+        # Heart-rate-dependent repolarisation: the ST-T part after R stretches
+        # or shrinks on its own (QT follows RR, QRS hardly does), between sessions
+        # at another resting rate. Warp only the samples after R + 20 ms.
+        f = rng.uniform([n, 1], 1 - aug["qt"], 1 + aug["qt"])
+        r = float(aug["r_index"]) + 5.0
+        t = tf.range(L, dtype=tf.float32)[None, :]
+        pos = tf.where(t > r, r + (t - r) * f, t)
+        pos = tf.clip_by_value(pos, 0.0, L - 1.001)
+        lo = tf.cast(tf.floor(pos), tf.int32)
+        frac = pos - tf.floor(pos)
+        x = tf.gather(x, lo, batch_dims=1) * (1 - frac) + tf.gather(x, lo + 1, batch_dims=1) * frac
+    if aug.get("mix", 0) > 0:
+        # Electrode placement: a lead a little off its place sees a slightly
+        # rotated heart vector. With one lead the nearest stand-in is a small
+        # mixing of the beat with its own time derivative and its smoothed
+        # self (a first-order change of morphology), per beat a random mix.
+        d = tf.concat([x[:, 1:2] - x[:, 0:1], (x[:, 2:] - x[:, :-2]) / 2, x[:, -1:] - x[:, -2:-1]], axis=1)
+        d = d / tf.maximum(tf.math.reduce_std(d, axis=-1, keepdims=True), 1e-3)
+        k = tf.ones([9, 1, 1]) / 9.0
+        sm = tf.nn.conv1d(x[:, :, None], k, 1, "SAME")[:, :, 0]
+        a = rng.uniform([n, 1], -aug["mix"], aug["mix"])
+        b = rng.uniform([n, 1], 0, aug["mix"])
+        x = x + a * d + b * (sm - x)
     s = rng.uniform([n, 1], -aug["shift"], aug["shift"] + 1, dtype=tf.int32)
     idx = tf.clip_by_value(tf.range(L)[None, :] - s, 0, L - 1)
     x = tf.gather(x, idx, batch_dims=1)
@@ -180,6 +212,48 @@ class ArcFace(keras.layers.Layer):
         return self.s * (onehot * target + (1 - onehot) * cos)
 
 
+def cross_session_loss(emb: tf.Tensor, y: tf.Tensor, sess: tf.Tensor, tau: float = 0.1) -> tf.Tensor:
+    """Supervised contrastive loss whose positives are the same person's beats of another session.
+
+    ``emb`` are unit rows. For anchor ``i`` the positives are ``j`` with
+    ``y_j == y_i`` and ``sess_j != sess_i``; the denominator runs over every
+    other beat of the batch. Anchors without such a positive do not count.
+    """
+    sim = tf.matmul(emb, emb, transpose_b=True) / tau
+    n = tf.shape(emb)[0]
+    eye = tf.eye(n, dtype=tf.bool)
+    same = tf.equal(y[:, None], y[None, :])
+    other = tf.not_equal(sess[:, None], sess[None, :])
+    pos = tf.cast(same & other & ~eye, tf.float32)
+    logits = tf.where(eye, tf.fill(tf.shape(sim), -1e9), sim)
+    logp = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+    npos = tf.reduce_sum(pos, axis=1)
+    per = -tf.reduce_sum(pos * logp, axis=1) / tf.maximum(npos, 1.0)
+    has = tf.cast(npos > 0, tf.float32)
+    return tf.reduce_sum(per * has) / tf.maximum(tf.reduce_sum(has), 1.0)
+
+
+def pk_batches(rng: np.random.Generator, y: np.ndarray, sess: np.ndarray, steps: int,
+               persons: int = 32, sessions: int = 2, beats: int = 4) -> list[np.ndarray]:
+    """Batches of ``persons`` identities x ``sessions`` recordings x ``beats`` beats."""
+    groups: dict[int, dict[int, np.ndarray]] = {}
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        groups[int(c)] = {int(t): idx[sess[idx] == t] for t in np.unique(sess[idx])}
+    multi = [c for c, g in groups.items() if len(g) >= sessions]
+    out = []
+    for _ in range(steps):
+        chosen = rng.choice(multi, min(persons, len(multi)), replace=False)
+        b = []
+        for c in chosen:
+            ss = rng.choice(sorted(groups[c]), sessions, replace=False)
+            for t in ss:
+                pool = groups[c][int(t)]
+                b.append(rng.choice(pool, beats, replace=pool.size < beats))
+        out.append(np.concatenate(b))
+    return out
+
+
 class _Progress:
     """One line per epoch on stderr: loss, accuracy, time, ETA."""
 
@@ -212,6 +286,7 @@ def train_embedding(
     cfg: TrainConfig,
     capped: np.ndarray | None = None,
     label: str = "train",
+    session: np.ndarray | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train the embedding network with an ArcFace head.
 
@@ -227,6 +302,8 @@ def train_embedding(
         epoch (MIT-BIH's long records).
     label : str
         Prefix of the progress line.
+    session : ndarray (n,), optional
+        Recording (session) of each beat, for ``cfg.record_pairs``.
 
     Returns
     -------
@@ -259,8 +336,13 @@ def train_embedding(
     aug = {k: float(v) for k, v in cfg.aug.items()}
     aug["shift"] = int(aug["shift"])
 
+    lam = float(cfg.record_pairs)
+    if lam > 0 and session is None:
+        raise ValueError("record_pairs needs the session of each beat")
+    sess_np = np.zeros(len(y), np.int64) if session is None else np.asarray(session, np.int64)
+
     @tf.function(reduce_retracing=True)
-    def step(xb, yb):
+    def step(xb, yb, sb):
         xa = augment(xb, rng, aug)
         with tf.GradientTape() as tape:
             emb = model(xa, training=True)
@@ -268,6 +350,8 @@ def train_embedding(
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
             )
+            if lam > 0:
+                loss = loss + lam * cross_session_loss(emb, yb, sb)
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables, strict=True))
         acc = tf.reduce_mean(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == yb, tf.float32))
@@ -278,13 +362,18 @@ def train_embedding(
     t0 = time.monotonic()
     xt = tf.constant(x)
     yt = tf.constant(y)
+    st = tf.constant(sess_np)
     for ep in range(cfg.epochs):
-        parts = [free_idx] + [rng_np.choice(g, min(cfg.mitdb_cap, g.size), replace=False) for g in cap_groups]
-        order = rng_np.permutation(np.concatenate(parts))
+        if lam > 0:
+            batches = pk_batches(rng_np, y, sess_np, steps, persons=cfg.batch_size // 8)
+        else:
+            parts = [free_idx] + [rng_np.choice(g, min(cfg.mitdb_cap, g.size), replace=False) for g in cap_groups]
+            order = rng_np.permutation(np.concatenate(parts))
+            batches = [order[b * cfg.batch_size:(b + 1) * cfg.batch_size] for b in range(steps)]
         ls, acs = [], []
-        for b in range(steps):
-            sel = tf.constant(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-            loss, acc = step(tf.gather(xt, sel), tf.gather(yt, sel))
+        for bsel in batches:
+            sel = tf.constant(bsel)
+            loss, acc = step(tf.gather(xt, sel), tf.gather(yt, sel), tf.gather(st, sel))
             ls.append(float(loss))
             acs.append(float(acc))
         hist["loss"].append(float(np.mean(ls)))

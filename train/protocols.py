@@ -9,10 +9,11 @@ exactly the score the daemon computes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from ecgstream.matching import beat_scores, make_template, rolling_fused
+from ecgstream.matching import Cohort, Scorer, make_template, quality_weights, rolling_fused
 
 from .data import BeatSet
 from .metrics import eer, far_threshold, tar_at_far
@@ -30,6 +31,39 @@ __all__ = [
 FAR_POINT = 0.001
 
 
+@dataclass(frozen=True)
+class Matcher:
+    """How templates are made and scores computed in a protocol (the daemon's choices).
+
+    Attributes
+    ----------
+    norm : str
+        ``none`` or ``znorm`` (:class:`ecgstream.matching.Scorer`).
+    cohort : Cohort or None
+        Impostor cohort for ``znorm`` (made from the training persons only).
+    weighted : bool
+        Quality-weighted enrolment centroid (:func:`ecgstream.matching.quality_weights`).
+    enrol_beats : int or None
+        Use only the first ``enrol_beats`` good beats of the enrolment record
+        (the enrolment-length trade-off); None: all.
+    """
+
+    norm: str = "none"
+    cohort: Cohort | None = None
+    weighted: bool = False
+    enrol_beats: int | None = None
+
+    def centroid(self, emb: np.ndarray) -> np.ndarray:
+        e = emb[: self.enrol_beats] if self.enrol_beats else emb
+        return make_template(e, quality_weights(e) if self.weighted else None)
+
+    def scorer(self, centroids: list[np.ndarray]) -> Scorer:
+        return Scorer(centroids, norm=self.norm, cohort=self.cohort)
+
+
+RAW = Matcher()
+
+
 def _records(bs: BeatSet) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for p, r in set(zip(bs.person.tolist(), bs.record.tolist(), strict=True)):
@@ -44,6 +78,7 @@ def enrol_probe_scores(
     genuine: set[tuple[int, int]],
     impostor_probes: Iterable[tuple[int, int]],
     ks: Iterable[int] = (1, 3, 5, 10),
+    matcher: Matcher = RAW,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Genuine and impostor scores of probe records against enrolled templates.
 
@@ -61,6 +96,8 @@ def enrol_probe_scores(
         Probe records scored against every *other* person's template.
     ks : iterable of int
         Numbers of consecutive good beats fused (mean score); 1 = single beat.
+    matcher : Matcher
+        Template making and score normalisation (default: raw cosine).
 
     Returns
     -------
@@ -69,9 +106,8 @@ def enrol_probe_scores(
     ks = list(ks)
     keys = np.stack([bs.person, bs.record], axis=1)
     persons = sorted(enrol)
-    templates = np.stack(
-        [make_template(emb[(bs.person == p) & (bs.record == enrol[p])]) for p in persons]
-    )
+    scorer = matcher.scorer([matcher.centroid(emb[(bs.person == p) & (bs.record == enrol[p])])
+                             for p in persons])
     probe_keys = sorted(set(genuine) | set(impostor_probes))
     imp_set = set(impostor_probes)
     gen_out: dict[int, list[np.ndarray]] = {k: [] for k in ks}
@@ -80,7 +116,7 @@ def enrol_probe_scores(
         m = (keys[:, 0] == p) & (keys[:, 1] == r)
         if not m.any():
             continue
-        s = beat_scores(emb[m], templates)  # (n_beats, n_templates)
+        s = scorer.scores(emb[m])  # (n_beats, n_templates)
         for j, tp in enumerate(persons):
             if tp == p:
                 if (p, r) not in genuine or r == enrol[p]:
@@ -99,7 +135,8 @@ def enrol_probe_scores(
     }
 
 
-def verification_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 3, 5, 10)):
+def verification_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 3, 5, 10),
+                          matcher: Matcher = RAW):
     """Enrol on each person's first record, probe with all their other records.
 
     Impostor probes: every non-enrolment record of every other held-out person
@@ -108,10 +145,11 @@ def verification_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 
     recs = _records(bs)
     enrol = {p: rs[0] for p, rs in recs.items()}
     probes = {(p, r) for p, rs in recs.items() for r in rs[1:]}
-    return enrol_probe_scores(bs, emb, enrol, probes, probes, ks)
+    return enrol_probe_scores(bs, emb, enrol, probes, probes, ks, matcher)
 
 
-def crossday_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 3, 5, 10)):
+def crossday_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 3, 5, 10),
+                      matcher: Matcher = RAW):
     """Cross-day: enrol on a person's first record of their first day, probe
     with their records of later days.
 
@@ -133,7 +171,7 @@ def crossday_protocol(bs: BeatSet, emb: np.ndarray, ks: Iterable[int] = (1, 3, 5
     imp = {(p, r) for p, rs in recs.items() for r in rs if r != all_enrol[p]}
     if not enrol:
         return {k: (np.empty(0), np.empty(0)) for k in ks}, []
-    return enrol_probe_scores(bs, emb, enrol, genuine, imp, ks), sorted(enrol)
+    return enrol_probe_scores(bs, emb, enrol, genuine, imp, ks, matcher), sorted(enrol)
 
 
 def summarise(scores: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
@@ -249,3 +287,116 @@ def thresholds_from(scores: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[st
         _, te = eer(g, i)
         out[str(k)] = {"eer": te, "far_0.001": far_threshold(i, FAR_POINT)}
     return out
+
+
+def adaptive_crossday(
+    bs: BeatSet,
+    emb: np.ndarray,
+    matcher: Matcher,
+    threshold: float,
+    policy,
+    margin: float = 0.0,
+    k: int = 10,
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], dict]:
+    """Cross-day scores with online template adaptation, as the daemon adapts.
+
+    Each person recorded on several dates is enrolled on their first record
+    of their first day; then all their other records are streamed in time
+    order through one :class:`~ecgstream.matching.Scorer` (the daemon kept
+    running between sittings). Every beat is scored *before* it may adapt the
+    template; it adapts (``Scorer.adapt`` with ``policy``) when the fused
+    score of the last ``k`` beats is at least ``threshold + margin`` over a
+    full window, exactly the daemon's gate (held-out beats are all good and
+    taken as live). Genuine scores are those of the later days' records.
+
+    Impostors then try the *adapted* template: every non-enrolment record of
+    every other held-out person is streamed against a copy of it, and may
+    adapt it in turn through the same gate (a capture attempt).
+
+    Returns
+    -------
+    scores : dict {1: (gen, imp), k: (gen, imp)}
+    info : dict
+        Beats adapted (genuine, impostor), persons, and the least cosine
+        between an adapted and its enrolled centroid.
+    """
+    import copy
+
+    recs = _records(bs)
+    day_of = {(p, r): int(bs.day[(bs.person == p) & (bs.record == r)][0]) for p, rs in recs.items() for r in rs}
+    out_g: dict[int, list[np.ndarray]] = {1: [], k: []}
+    out_i: dict[int, list[np.ndarray]] = {1: [], k: []}
+    info = {"persons": [], "adapted_genuine": 0, "adapted_impostor": 0, "min_cos_to_enrolled": 1.0}
+    all_enrol = {p: rs[0] for p, rs in recs.items()}
+
+    def stream(scorer: Scorer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        s1 = np.empty(len(x))
+        win: list[float] = []
+        fused: list[float] = []
+        n_ad = 0
+        for j, e in enumerate(x):
+            s = float(scorer.scores(e[None, :])[0, 0])
+            s1[j] = s
+            win.append(s)
+            if len(win) > k:
+                win.pop(0)
+            if len(win) == k:
+                f = float(np.mean(win))
+                fused.append(f)
+                if f >= threshold + margin:
+                    c = scorer.adapt(0, e, policy)
+                    info["min_cos_to_enrolled"] = min(info["min_cos_to_enrolled"], c)
+                    n_ad += 1
+        return s1, np.asarray(fused), n_ad
+
+    for p, rs in recs.items():
+        days = sorted(rs, key=lambda r: (day_of[(p, r)], r))
+        if max(day_of[(p, r)] for r in rs) == 0:
+            continue
+        first = [r for r in days if day_of[(p, r)] == 0][0]
+        info["persons"].append(int(p))
+        sc = matcher.scorer([matcher.centroid(emb[(bs.person == p) & (bs.record == first)])])
+        for r in days:
+            if r == first:
+                continue
+            s1, fk, n_ad = stream(sc, emb[(bs.person == p) & (bs.record == r)])
+            info["adapted_genuine"] += n_ad
+            if day_of[(p, r)] > 0:
+                out_g[1].append(s1)
+                out_g[k].append(fk)
+        for q, qrs in recs.items():
+            if q == p:
+                continue
+            for r in qrs:
+                if r == all_enrol[q]:
+                    continue
+                s1, fk, n_ad = stream(copy.deepcopy(sc), emb[(bs.person == q) & (bs.record == r)])
+                info["adapted_impostor"] += n_ad
+                out_i[1].append(s1)
+                out_i[k].append(fk)
+    cat = lambda v: np.concatenate(v) if v else np.empty(0)  # noqa: E731
+    return {kk: (cat(out_g[kk]), cat(out_i[kk])) for kk in (1, k)}, info
+
+
+def build_cohort(bs: BeatSet, emb: np.ndarray, mask: np.ndarray, model_id: str,
+                 chunk_beats: int = 25, per_person_max: int = 12) -> Cohort:
+    """The impostor cohort: unit centroids of training persons' recordings.
+
+    One vector per ECG-ID record and per run of ``chunk_beats`` consecutive
+    beats of a long (MIT-BIH) record, at most ``per_person_max`` per person,
+    all from beats under ``mask`` (training persons only: never a person
+    who is evaluated or enrolled).
+    """
+    vecs = []
+    idx = np.flatnonzero(mask)
+    keys = bs.person[idx] * 100_000 + bs.record[idx]
+    for p in np.unique(bs.person[idx]):
+        pv = []
+        for key in np.unique(keys[bs.person[idx] == p]):
+            rows = idx[keys == key]
+            for c0 in range(0, max(1, len(rows) - chunk_beats + 1), chunk_beats):
+                part = rows[c0:c0 + chunk_beats]
+                if len(part) >= 5:
+                    pv.append(make_template(emb[part]))
+        vecs.extend(pv[:per_person_max])
+    return Cohort(np.stack(vecs), model_id)
