@@ -165,10 +165,9 @@ def main() -> int:
 
     from ecgstream.data import SEED_HELDOUT, ecgid_records, read_record
     from ecgstream.dsp import extract_beats
-    from ecgstream.enroll import enrol, utc_now
+    from ecgstream.enroll import enrol
     from ecgstream.matching import beat_scores, rolling_fused
     from ecgstream.sources import open_source
-    from ecgstream.templates import Template
     from edge import EmbeddingModel
 
     t_start = time.time()
@@ -185,9 +184,7 @@ def main() -> int:
     templates = {}
     for p, r in sorted(first.items()):
         res = enrol(open_source(f"wfdb:{r.path}?speed=max"), model, seconds=15.0, min_beats=5)
-        templates[f"p{p:02d}"] = Template(subject=f"p{p:02d}", model_id=model.model_id,
-                                          centroid=res.centroid, n_beats=res.n_beats,
-                                          created_utc=utc_now(), quality=res.quality, source=str(r.path))
+        templates[f"p{p:02d}"] = res.template(f"p{p:02d}", model.model_id, str(r.path))
     names = sorted(templates)
     cent = np.stack([templates[n].centroid for n in names])
     out: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "model_id": model.model_id,

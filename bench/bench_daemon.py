@@ -119,15 +119,13 @@ class PacedFleet:
 
 
 def _templates_for(model, store_records):
-    from ecgstream.enroll import enrol, utc_now
+    from ecgstream.enroll import enrol
     from ecgstream.sources import open_source
-    from ecgstream.templates import Template
 
     out = {}
     for subj, path in store_records.items():
         res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=5)
-        out[subj] = Template(subject=subj, model_id=model.model_id, centroid=res.centroid,
-                             n_beats=res.n_beats, created_utc=utc_now(), quality=res.quality, source=str(path))
+        out[subj] = res.template(subj, model.model_id, str(path))
     return out
 
 
@@ -184,48 +182,12 @@ def bench_cold_start(source: str, repeats: int = 5) -> dict:
 
 
 def bench_accuracy(model, operating_point: str = "far_0.001") -> dict:
-    from ecgstream.daemon import Daemon
-    from ecgstream.data import SEED_HELDOUT, ecgid_records
-    from ecgstream.settings import DecisionConfig
-    from ecgstream.sources import open_source
+    """The daemon-path figure, computed by the same code as ``python -m train.evaluate``."""
+    from train.daemon_path import daemon_path_accuracy
 
-    recs = [r for r in ecgid_records() if r.person in SEED_HELDOUT]
-    by_person: dict[int, list] = {}
-    for r in recs:
-        by_person.setdefault(r.person, []).append(r)
-    enrolled = {p: rs[0] for p, rs in by_person.items()}
-    templates = _templates_for(model, {f"p{p:02d}": r.path for p, r in enrolled.items()})
-    gen = []
-    imp = []
-    t_dec = []
-    for p, rs in sorted(by_person.items()):
-        subj = f"p{p:02d}"
-        probes = [(r, True) for r in rs[1:]] + [
-            (by_person[q][0], False) for q in sorted(by_person) if q != p
-        ]
-        for r, genuine in probes:
-            pub = CountingPublisher()
-            d = Daemon([open_source(f"wfdb:{r.path}", speed=0.0)], model, templates, pub,
-                       default_subject=subj, speed=None,
-                       decision_cfg=DecisionConfig(operating_point=operating_point))
-            d.run(threading.Event())
-            decided = [s for s in pub.states.get(next(iter(pub.states), ""), []) if s != "unknown"]
-            final = decided[-1] if decided else "unknown"
-            (gen if genuine else imp).append(final)
-            if d.stats.first_decision_s:
-                t_dec.append(min(d.stats.first_decision_s.values()))
-    return {
-        "operating_point": operating_point,
-        "persons": len(by_person),
-        "genuine_runs": len(gen),
-        "genuine_authenticated": round(gen.count("authenticated") / max(1, len(gen)), 4),
-        "genuine_undecided": gen.count("unknown"),
-        "impostor_runs": len(imp),
-        "impostor_rejected": round(imp.count("rejected") / max(1, len(imp)), 4),
-        "impostor_authenticated": imp.count("authenticated"),
-        "time_to_first_decision_s_median": round(float(np.median(t_dec)), 2) if t_dec else None,
-        "time_to_first_decision_s_p90": round(float(np.percentile(t_dec, 90)), 2) if t_dec else None,
-    }
+    r = daemon_path_accuracy(model, operating_point=operating_point)
+    r.pop("runs")
+    return r
 
 
 def _child(n: int, seconds: float, data: str) -> int:
@@ -240,7 +202,8 @@ def _child(n: int, seconds: float, data: str) -> int:
     records = [z[k] for k in z.files if k.startswith("rec")]
     model = EmbeddingModel()
     templates = {"p01": Template(subject="p01", model_id=model.model_id, centroid=z["centroid"],
-                                 n_beats=20, created_utc=utc_now(), quality={}, source="bench")}
+                                 n_beats=20, created_utc=utc_now(), quality={}, source="bench",
+                                 cohort_id=model.cohort_id)}
     r = bench_streams(n, seconds, model, templates, records, 500.0)
     r["tensorflow_imported"] = "tensorflow" in sys.modules
     r["wfdb_imported"] = "wfdb" in sys.modules

@@ -171,15 +171,12 @@ def load_records(count: int) -> tuple[list[np.ndarray], float, list[str]]:
 
 def make_template(model):
     from ecgstream.commands import excerpt_record
-    from ecgstream.enroll import enrol, utc_now
+    from ecgstream.enroll import enrol
     from ecgstream.sources import open_source
-    from ecgstream.templates import Template
 
     path = excerpt_record(1, 1)
     res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=10)
-    return {"p01": Template(subject="p01", model_id=model.model_id, centroid=res.centroid,
-                            n_beats=res.n_beats, created_utc=utc_now(), quality=res.quality,
-                            source=str(path))}
+    return {"p01": res.template("p01", model.model_id, str(path))}
 
 
 def soak(streams: int, minutes: float, chunk_s: float, queue: int, warmup_min: float,

@@ -183,9 +183,9 @@ def cmd_templates_remove(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .config import ConfigError
-    from .enroll import EnrolError, enrol, utc_now
+    from .enroll import EnrolError, enrol
     from .sources import SourceError, open_source
-    from .templates import Template, TemplateError
+    from .templates import TemplateError
 
     try:
         cfg = _load_config(args, _overrides(args))
@@ -217,10 +217,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     if tty:
         print(file=sys.stderr)
-    tmpl = Template(
-        subject=args.subject, model_id=model.model_id, centroid=res.centroid, n_beats=res.n_beats,
-        created_utc=utc_now(), quality=res.quality, source=args.source.split("?")[0],
-    )
+    tmpl = res.template(args.subject, model.model_id, args.source.split("?")[0])
     try:
         store.save(tmpl)
     except (TemplateError, OSError) as exc:

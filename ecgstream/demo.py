@@ -97,10 +97,10 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
     from edge import EmbeddingModel
 
     from .daemon import Daemon
-    from .enroll import enrol, utc_now
+    from .enroll import enrol
     from .settings import DecisionConfig
     from .sources import open_source
-    from .templates import Template, TemplateStore, create_key_file, load_key
+    from .templates import TemplateStore, create_key_file, load_key
 
     out = out or sys.stdout
     ex = excerpt_dir()
@@ -115,9 +115,7 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
         enrol_uri = f"wfdb:{ex / 'Person_01' / 'rec_1'}?speed=max"
         out.write(f"1. enrolling person-01 from {enrol_uri.split('?')[0]} ...\n")
         res = enrol(open_source(enrol_uri), model, seconds=18.0, min_beats=12)
-        store.save(Template(subject="person-01", model_id=model.model_id, centroid=res.centroid,
-                            n_beats=res.n_beats, created_utc=utc_now(), quality=res.quality,
-                            source="demo"))
+        store.save(res.template("person-01", model.model_id, "demo"))
         out.write(f"   template from {res.n_beats} good beats of {res.n_beats_seen}\n")
         templates = store.load_all(model.model_id)
         ok = True

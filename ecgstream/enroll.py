@@ -68,6 +68,14 @@ class EnrolResult:
     #: ``against``'s template when one was given (:func:`append_sitting` uses it).
     match_score: float | None = None
 
+    def template(self, subject: str, model_id: str, source: str = "", created_utc: str | None = None) -> Any:
+        """This sitting as a new one-sitting :class:`~ecgstream.templates.Template`."""
+        from .templates import Template
+
+        return Template(subject=subject, model_id=model_id, centroid=self.centroid, n_beats=self.n_beats,
+                        created_utc=created_utc or utc_now(), quality=self.quality, source=source,
+                        cohort_id=self.cohort_id)
+
 
 def enrol(
     source: Source,

@@ -93,17 +93,18 @@ def make_template(embeddings: np.ndarray, weights: np.ndarray | None = None) -> 
 def quality_weights(embeddings: np.ndarray, floor: float = 0.25) -> np.ndarray:
     """Weights of enrolment beats by how typical they are of the sitting.
 
-    A beat's weight is its cosine with the sitting's plain centroid, mapped
-    so that the most typical beats weigh 1 and outliers (a movement, a
-    half-detected beat that passed the quality gate) weigh down to ``floor``.
-    Robust to a few bad beats without dropping any.
+    A beat's typicality is its cosine with the sitting's plain centroid,
+    measured in median absolute deviations (MAD) below the median: beats
+    within 3 MADs weigh 1, weight falls linearly to ``floor`` at 6 MADs and
+    stays there. Outliers (a movement, a half-detected beat that passed the
+    quality gate) count less without any beat being dropped.
     """
     e = _unit(np.asarray(embeddings, dtype=np.float64))
     s = e @ _unit(e.mean(axis=0))
     med = float(np.median(s))
     mad = float(np.median(np.abs(s - med))) + 1e-6
-    z = (med - s) / (3.0 * mad)  # > 1: more than 3 MADs below the median
-    return np.clip(1.0 - np.maximum(z, 0.0) * (1.0 - floor), floor, 1.0)
+    z = (med - s) / mad
+    return np.clip(1.0 - (z - 3.0) / 3.0 * (1.0 - floor), floor, 1.0)
 
 
 def beat_scores(embeddings: np.ndarray, template: np.ndarray) -> np.ndarray:

@@ -1,0 +1,122 @@
+"""Accuracy over the daemon path: ``enrol`` + ``Daemon.run`` on WFDB replays.
+
+The figure a user sees: the seed protocol's held-out persons (never seen in
+training) are enrolled from their first record exactly as ``ecgstream
+enroll`` does (default beat floor, 20 s of signal), then every other record
+of the person (genuine) and the first record of every other held-out person
+(impostor) is replayed through a real :class:`ecgstream.daemon.Daemon` as
+fast as it takes it, with the daemon's own fusion, liveness, thresholds and
+adaptation. The last *decided* state of a run counts (``unknown`` if it
+never decided). Shared by ``python -m train.evaluate`` and
+``bench/bench_daemon.py``; needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+class _StatePublisher:
+    """Keeps the sequence of auth states per device (the daemon's publisher protocol)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, list[str]] = {}
+
+    def start(self) -> None:
+        pass
+
+    def availability(self, device: str, online: bool) -> None:
+        pass
+
+    def auth(self, device: str, payload: dict, valid_until: float) -> None:
+        self.states.setdefault(device, []).append(payload["state"])
+
+    def liveness(self, device: str, payload: dict, valid_until: float) -> None:
+        pass
+
+    def event(self, device: str, payload: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def enrol_records(model: Any, records: dict[str, Any], seconds: float = 20.0) -> tuple[dict, dict[str, str]]:
+    """Templates of ``{subject: record path}`` as ``ecgstream enroll`` makes them.
+
+    Returns the templates and, for subjects that could not be enrolled, why.
+    """
+    from ecgstream.enroll import EnrolError, enrol, utc_now
+    from ecgstream.sources import open_source
+    from ecgstream.templates import Template
+
+    out, failed = {}, {}
+    for subj, path in records.items():
+        try:
+            res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=seconds)
+        except EnrolError as exc:
+            failed[subj] = str(exc)
+            continue
+        out[subj] = Template(subject=subj, model_id=model.model_id, centroid=res.centroid, n_beats=res.n_beats,
+                             created_utc=utc_now(), quality=res.quality, source=str(path),
+                             cohort_id=res.cohort_id)
+    return out, failed
+
+
+def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, operating_point: str = "far_0.001",
+                         data: str | None = None, adaptation: bool = True) -> dict:
+    """Genuine and impostor runs through the daemon; see the module docstring."""
+    from ecgstream.daemon import Daemon
+    from ecgstream.data import SEED_HELDOUT, ecgid_records
+    from ecgstream.settings import AdaptationConfig, DecisionConfig
+    from ecgstream.sources import open_source
+
+    keep = set(SEED_HELDOUT if persons is None else persons)
+    by_person: dict[int, list] = {}
+    for r in ecgid_records(data):
+        if r.person in keep:
+            by_person.setdefault(r.person, []).append(r)
+    templates, failed = enrol_records(model, {f"p{p:02d}": rs[0].path for p, rs in sorted(by_person.items())})
+    gen: list[str] = []
+    imp: list[str] = []
+    t_dec: list[float] = []
+    runs: list[dict] = []
+    for p, rs in sorted(by_person.items()):
+        subj = f"p{p:02d}"
+        if subj not in templates:
+            continue
+        probes = [(r, True) for r in rs[1:]] + [(by_person[q][0], False) for q in sorted(by_person) if q != p]
+        for r, genuine in probes:
+            pub = _StatePublisher()
+            d = Daemon([open_source(f"wfdb:{r.path}", speed=0.0)], model, {subj: templates[subj]}, pub,
+                       default_subject=subj, speed=None,
+                       decision_cfg=DecisionConfig(operating_point=operating_point),
+                       adaptation_cfg=AdaptationConfig(enabled=adaptation))
+            d.run(threading.Event())
+            decided = [s for s in pub.states.get(next(iter(pub.states), ""), []) if s != "unknown"]
+            final = decided[-1] if decided else "unknown"
+            (gen if genuine else imp).append(final)
+            runs.append({"subject": subj, "record": r.name, "genuine": genuine, "final": final})
+            if d.stats.first_decision_s:
+                t_dec.append(min(d.stats.first_decision_s.values()))
+    return {
+        "operating_point": operating_point,
+        "adaptation": adaptation,
+        "persons": len(by_person),
+        "enrolled": len(templates),
+        "enrolment_failed": failed,
+        "genuine_runs": len(gen),
+        "genuine_authenticated": round(gen.count("authenticated") / max(1, len(gen)), 4),
+        "genuine_undecided": gen.count("unknown"),
+        "impostor_runs": len(imp),
+        "impostor_rejected": round(imp.count("rejected") / max(1, len(imp)), 4),
+        "impostor_authenticated": imp.count("authenticated"),
+        "impostor_undecided": imp.count("unknown"),
+        "time_to_first_decision_s_median": round(float(np.median(t_dec)), 2) if t_dec else None,
+        "time_to_first_decision_s_p90": round(float(np.percentile(t_dec, 90)), 2) if t_dec else None,
+        "runs": runs,
+    }
