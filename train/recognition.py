@@ -229,3 +229,33 @@ def threshold_transfer(g_i: dict, thresholds: dict[str, dict[str, float]]) -> di
         out[str(k)] = {op: {"threshold": float(v), "far": float(np.mean(i >= v)), "frr": float(np.mean(g < v))}
                        for op, v in t.items()}
     return out
+
+
+def lodo_figures(bs: BeatSet, held: np.ndarray, emb_ecgid: np.ndarray, emb_mitdb: np.ndarray) -> dict:
+    """Leave-one-dataset-out figures from two models' embeddings of every beat.
+
+    ``emb_ecgid``: a model trained on the seed split's ECG-ID persons only
+    (``~held``); its thresholds are calibrated on the held-out ECG-ID persons
+    (``held``), as a card is, and applied to MIT-BIH identities
+    (:func:`mitdb_as_sessions`). ``emb_mitdb``: a model trained on MIT-BIH
+    only, probed on every ECG-ID person. Raw and cohort-normalised scores,
+    each cohort from that model's own training persons.
+    """
+    ks = (1, 3, 5, 10)
+    res: dict = {"ecgid_to_mitdb": {}, "mitdb_to_ecgid": {}}
+    tm = bs.is_ecgid & ~held
+    cohort = build_cohort(bs, emb_ecgid, tm, "lodo-ecgid")
+    mit, sel = mitdb_as_sessions(bs)
+    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort, True))):
+        cal = verification_protocol(bs.subset(held), emb_ecgid[held], ks, m)
+        other = verification_protocol(mit, emb_ecgid[sel], ks, m)
+        res["ecgid_to_mitdb"][name] = {"calibration": summarise(cal), "other": summarise(other),
+                                       "transfer": threshold_transfer(other, thresholds_by_k(cal))}
+    res["ecgid_to_mitdb"]["mitdb_persons"] = int(np.unique(mit.person).size)
+    cohort2 = build_cohort(bs, emb_mitdb, ~bs.is_ecgid, "lodo-mitdb")
+    ecg = bs.is_ecgid
+    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort2, True))):
+        res["mitdb_to_ecgid"][name] = {
+            "verification": summarise(verification_protocol(bs.subset(ecg), emb_mitdb[ecg], ks, m)),
+            "crossday": summarise(crossday_protocol(bs.subset(ecg), emb_mitdb[ecg], ks, m)[0])}
+    return res

@@ -470,42 +470,18 @@ def lodo(trainer: Trainer, bs: BeatSet, held: np.ndarray, a: argparse.Namespace,
     Both with raw and cohort-normalised scores (each cohort from that model's
     own training persons).
     """
-    from .protocols import (
-        Matcher,
-        build_cohort,
-        crossday_protocol,
-        summarise,
-        verification_protocol,
-    )
-    from .recognition import mitdb_as_sessions, threshold_transfer, thresholds_by_k
+    from .recognition import lodo_figures
 
-    ks = (1, 3, 5, 10)
-    res: dict = {"ecgid_to_mitdb": {}, "mitdb_to_ecgid": {}}
     tm = bs.is_ecgid & ~held
     tfl = out / "lodo-ecgid.tflite"
     trainer.fit(tm, a.epochs, "lodo ECG-ID only", tfl)
     emb = LiteRTEmbedder(tfl, eps_mv=trainer.eps, num_threads=a.threads).embed(bs.windows)
     keras.backend.clear_session()
-    cohort = build_cohort(bs, emb, tm, "lodo-ecgid")
-    mit, sel = mitdb_as_sessions(bs)
-    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort, True))):
-        cal = verification_protocol(bs.subset(held), emb[held], ks, m)
-        other = verification_protocol(mit, emb[sel], ks, m)
-        res["ecgid_to_mitdb"][name] = {"calibration": summarise(cal), "other": summarise(other),
-                                       "transfer": threshold_transfer(other, thresholds_by_k(cal))}
-    res["ecgid_to_mitdb"]["mitdb_persons"] = int(np.unique(mit.person).size)
-    tm2 = ~bs.is_ecgid
     tfl2 = out / "lodo-mitdb.tflite"
-    trainer.fit(tm2, a.epochs, "lodo MIT-BIH only", tfl2)
+    trainer.fit(~bs.is_ecgid, a.epochs, "lodo MIT-BIH only", tfl2)
     emb2 = LiteRTEmbedder(tfl2, eps_mv=trainer.eps, num_threads=a.threads).embed(bs.windows)
     keras.backend.clear_session()
-    cohort2 = build_cohort(bs, emb2, tm2, "lodo-mitdb")
-    ecg = bs.is_ecgid
-    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort2, True))):
-        res["mitdb_to_ecgid"][name] = {
-            "verification": summarise(verification_protocol(bs.subset(ecg), emb2[ecg], ks, m)),
-            "crossday": summarise(crossday_protocol(bs.subset(ecg), emb2[ecg], ks, m)[0])}
-    return res
+    return lodo_figures(bs, held, emb, emb2)
 
 
 def card_metrics(report: dict) -> dict:
