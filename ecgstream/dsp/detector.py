@@ -79,7 +79,7 @@ class DetectorConfig:
     refine_flip_ratio: float = 2.0
     flutter_back_s: float = 1.5
     flutter_enter: float = 0.4
-    flutter_stay: float = 0.6
+    flutter_stay: float = 0.7
     flutter_smooth_s: float = 0.02
 
     def __post_init__(self) -> None:
