@@ -39,6 +39,9 @@ During the first ``learn_s`` of a segment detections are held until the
 thresholds are learnt, so after a start or a gap the bound is
 ``max(learn_s + candidate_s, that)``. The conditioner adds its own delay
 (``Conditioner.delay_s``), and a beat waits ``window_after_s`` more.
+Neither the refinement (it reads at most ``refine_fwd_s + refine_half_s``,
+0.105 s, past the MWI peak, inside the ``candidate_s`` look-ahead) nor the
+flutter test (it reads only up to the end of the beat window) adds delay.
 """
 
 from __future__ import annotations
@@ -100,6 +103,12 @@ class DetectorConfig:
             raise ValueError("recover_factor must be in (0, 1)")
         if self.refine_back_s < 0 or self.refine_fwd_s < 0 or self.refine_half_s <= 0:
             raise ValueError("refinement spans must not be negative")
+        # Refinement may look refine_fwd_s + refine_half_s past the MWI peak;
+        # that must be inside the look-ahead the detector waits for anyway,
+        # or the R would depend on how much had arrived (chunking) and the
+        # delay would grow.
+        if self.refine_fwd_s + self.refine_half_s > self.candidate_s:
+            raise ValueError("need refine_fwd_s + refine_half_s <= candidate_s")
         if self.refine_flip_ratio < 1:
             raise ValueError("refine_flip_ratio must be at least 1")
         if self.flutter_back_s <= 0 or self.flutter_smooth_s < 0:
