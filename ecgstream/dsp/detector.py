@@ -14,8 +14,16 @@ Tompkins (1986), rebuilt for streams:
    noise levels, a T-wave test (slope against the last QRS) and search-back:
    when no QRS was found for ``searchback_rr`` times the mean RR, the largest
    candidate since the last QRS that passes half the threshold is accepted.
-4. Refinement: the R peak is the extremum of the conditioned signal, in the
-   stream's dominant polarity, in the span the MWI peak covers.
+4. Refinement (in :class:`~ecgstream.dsp.beats.BeatPipeline`): the QRS is
+   located at the steepest slope of the conditioned signal in the span the
+   MWI peak covers; the R peak is the extremum in the stream's dominant
+   polarity within ``+-refine_half_s`` of that slope, or the opposite
+   extremum where that is ``refine_flip_ratio`` times larger (an inverted
+   ventricular beat).
+5. Flutter suppression (also in the pipeline): a detection whose
+   surrounding signal is a sustained near-sinusoid (Kuo & Dillman's VF-filter
+   leakage below ``flutter_enter``, then below ``flutter_stay`` while it
+   lasts) is not emitted as an R peak; see ``BeatPipeline._flutter``.
 
 Every decision is tied to a sample index, never to a chunk boundary, so the
 beats do not depend on how the stream was cut (tested by property tests).
@@ -31,6 +39,9 @@ During the first ``learn_s`` of a segment detections are held until the
 thresholds are learnt, so after a start or a gap the bound is
 ``max(learn_s + candidate_s, that)``. The conditioner adds its own delay
 (``Conditioner.delay_s``), and a beat waits ``window_after_s`` more.
+Neither the refinement (it reads at most ``refine_fwd_s + refine_half_s``,
+0.105 s, past the MWI peak, inside the ``candidate_s`` look-ahead) nor the
+flutter test (it reads only up to the end of the beat window) adds delay.
 """
 
 from __future__ import annotations
@@ -67,6 +78,12 @@ class DetectorConfig:
     recover_factor: float = 0.6
     refine_back_s: float = 0.18
     refine_fwd_s: float = 0.03
+    refine_half_s: float = 0.075
+    refine_flip_ratio: float = 2.0
+    flutter_back_s: float = 1.5
+    flutter_enter: float = 0.4
+    flutter_stay: float = 0.7
+    flutter_smooth_s: float = 0.02
 
     def __post_init__(self) -> None:
         lo, hi = self.band_hz
@@ -84,8 +101,20 @@ class DetectorConfig:
             raise ValueError(f"feature_power must be within 0.5..2, got {self.feature_power}")
         if not 0 < self.recover_factor < 1:
             raise ValueError("recover_factor must be in (0, 1)")
-        if self.refine_back_s < 0 or self.refine_fwd_s < 0:
+        if self.refine_back_s < 0 or self.refine_fwd_s < 0 or self.refine_half_s <= 0:
             raise ValueError("refinement spans must not be negative")
+        # Refinement may look refine_fwd_s + refine_half_s past the MWI peak;
+        # that must be inside the look-ahead the detector waits for anyway,
+        # or the R would depend on how much had arrived (chunking) and the
+        # delay would grow.
+        if self.refine_fwd_s + self.refine_half_s > self.candidate_s:
+            raise ValueError("need refine_fwd_s + refine_half_s <= candidate_s")
+        if self.refine_flip_ratio < 1:
+            raise ValueError("refine_flip_ratio must be at least 1")
+        if self.flutter_back_s <= 0 or self.flutter_smooth_s < 0:
+            raise ValueError("flutter window lengths must be positive")
+        if not 0 <= self.flutter_enter <= self.flutter_stay <= 1:
+            raise ValueError("need 0 <= flutter_enter <= flutter_stay <= 1 (0 disables)")
 
 
 class RPeakDetector:
@@ -123,6 +152,7 @@ class RPeakDetector:
         # feature does not move the R peaks the model is trained on.
         self.refine_back = round(cfg.refine_back_s * fs_hz)
         self.refine_fwd = round(cfg.refine_fwd_s * fs_hz)
+        self.refine_half = max(1, round(cfg.refine_half_s * fs_hz))
         self._pow = float(cfg.feature_power)
         self.reset()
 
