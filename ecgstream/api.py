@@ -24,7 +24,7 @@ import numpy as np
 
 from .data import read_record
 from .dsp import DspConfig, extract_beats
-from .matching import beat_scores, fuse, make_template
+from .matching import fuse, make_template, quality_weights
 from .types import Beat
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,13 +122,17 @@ def embed_beats(beats: list[Beat] | np.ndarray, model: EmbeddingModel | None = N
     return m.embed(windows)
 
 
-def score_beats(embeddings: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """Cosine score of each beat embedding against a template (the daemon's beat score).
+def score_beats(embeddings: np.ndarray, template: np.ndarray, model: EmbeddingModel | None = None) -> np.ndarray:
+    """The daemon's beat score of each embedding against a template.
 
-    ``template`` is :func:`ecgstream.matching.make_template` of enrolment
-    embeddings; scores are in [-1, 1]; their mean is the fused score.
+    ``template`` is one centroid (:func:`ecgstream.matching.make_template`
+    of enrolment embeddings) or ``(sittings, dim)`` centroids of one subject.
+    Scores are normalised as the model card says (raw cosine in [-1, 1], or
+    cohort z-norm), so their mean is the fused score the card's thresholds
+    are for; returns shape ``(n,)``.
     """
-    return beat_scores(embeddings, template)
+    m = model or default_model()
+    return m.scorer([np.atleast_2d(template)]).scores(embeddings)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,9 @@ def verify_records(
         raise ValueError(f"record {path_a} has {len(beats_a)} good beats; need at least {MIN_ENROL_BEATS} to enrol")
     if len(beats_b) < MIN_PROBE_BEATS:
         raise ValueError(f"record {path_b} has {len(beats_b)} good beats; need at least {MIN_PROBE_BEATS} to probe")
-    template = make_template(embed_beats(beats_a, m))
-    score = fuse(score_beats(embed_beats(beats_b, m), template))
+    ea = embed_beats(beats_a, m)
+    template = make_template(ea, quality_weights(ea))
+    score = fuse(score_beats(embed_beats(beats_b, m), template, m))
     by = _thresholds(m.card, operating_point)
     k = max(c for c in by if c <= len(beats_b))
     thr = by[k]

@@ -43,8 +43,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--subject", required=True, help="subject id (letters, digits, . _ -)")
     e.add_argument("--source", required=True, help="any source URI")
     e.add_argument("--seconds", type=float, default=20.0, help="seconds of signal to collect (default 20)")
-    e.add_argument("--min-beats", type=int, default=15, help="good beats needed (default 15)")
-    e.add_argument("--force", action="store_true", help="replace an existing template")
+    e.add_argument("--min-beats", type=int, default=10,
+                   help="good beats needed (default 10; docs/model/report.md has the trade-off)")
+    how = e.add_mutually_exclusive_group()
+    how.add_argument("--force", action="store_true", help="replace an existing template")
+    how.add_argument("--append", action="store_true",
+                     help="add this sitting to the subject's template (another day, another placement); "
+                          "refused unless the new beats already match the template")
     e.set_defaults(func=cmd_enroll)
 
     t = sub.add_parser("templates", parents=[common], help="list or remove enrolled subjects")
@@ -196,8 +201,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except Exception as exc:  # model/card/key problems: one clear line
         print(f"ecgstream enroll: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    if not args.force and args.subject in store:  # a file exists, even a damaged one
-        print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace)", file=sys.stderr)
+    existing = None
+    if args.append:
+        try:
+            existing = store.load(args.subject, model.model_id, model.cohort_id)
+        except TemplateError as exc:
+            print(f"ecgstream enroll --append: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+    elif not args.force and args.subject in store:  # a file exists, even a damaged one
+        print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace, "
+              "--append to add a sitting)", file=sys.stderr)
         return EXIT_FAIL
     try:
         src = open_source(args.source)
@@ -211,20 +224,29 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             print(f"\renrolling {args.subject}: {good}/{need} good beats, {t:5.1f} s", end="", file=sys.stderr)
 
     try:
-        res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress)
+        res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress,
+                    against=existing)
+        if existing is not None:
+            from .decision import Thresholds
+            from .enroll import append_sitting, utc_now
+
+            thr, _ = Thresholds.from_card(model.card.thresholds, "eer").for_beats(res.n_beats)
+            tmpl = append_sitting(existing, res, thr, utc_now())
+        else:
+            tmpl = res.template(args.subject, model.model_id, args.source.split("?")[0])
     except EnrolError as exc:
         print(f"\necgstream enroll: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if tty:
         print(file=sys.stderr)
-    tmpl = res.template(args.subject, model.model_id, args.source.split("?")[0])
     try:
         store.save(tmpl)
     except (TemplateError, OSError) as exc:
         print(f"ecgstream enroll: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print(f"enrolled {args.subject}: {res.n_beats} good beats of {res.n_beats_seen} in {res.seconds:.1f} s; "
-          f"enrolment beat score mean {res.quality['score_mean']:.3f}")
+          f"enrolment beat score mean {res.quality['score_mean']:.3f}"
+          + (f"; sitting {tmpl.sittings} added (match {res.match_score:.3f})" if existing is not None else ""))
     return EXIT_OK
 
 
@@ -236,7 +258,7 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
 
     model = _model(cfg)
     store = _store(cfg)
-    templates = store.load_all(model.model_id)
+    templates = store.load_all(model.model_id, cohort_id=model.cohort_id)
     bindings = {dev: d.subject for dev, d in cfg.devices.items() if d.subject}
     expected_fs = {dev: d.fs for dev, d in cfg.devices.items() if d.fs}
     speed = cfg.daemon.speed

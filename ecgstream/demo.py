@@ -117,7 +117,7 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
         res = enrol(open_source(enrol_uri), model, seconds=18.0, min_beats=12)
         store.save(res.template("person-01", model.model_id, "demo"))
         out.write(f"   template from {res.n_beats} good beats of {res.n_beats_seen}\n")
-        templates = store.load_all(model.model_id)
+        templates = store.load_all(model.model_id, cohort_id=model.cohort_id)
         ok = True
         for step, (who, rec, want) in enumerate(
             (("genuine", ex / "Person_01" / "rec_2", "authenticated"),

@@ -145,7 +145,7 @@ def print_folds(res: dict) -> None:
         f"{n}: {_pct(v['1']['eer'])} / {_pct(v['10']['eer'])}" for n, v in f["enrolment_beats"].items()))
     lo = res.get("lodo")
     if lo:
-        for name in ("weighted", "weighted+znorm"):
+        for name in [n for n in ("weighted", "weighted+znorm") if n in lo["ecgid_to_mitdb"]]:
             v = lo["ecgid_to_mitdb"][name]
             t = v["transfer"]["10"]
             print(f"  LODO ECG-ID -> MIT-BIH, {name}: EER 10 {_pct(v['other']['10']['eer'])}; at the transferred "

@@ -25,6 +25,7 @@ template, cohort z-norm):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -243,18 +244,22 @@ def lodo_figures(bs: BeatSet, held: np.ndarray, emb_ecgid: np.ndarray, emb_mitdb
     """
     ks = (1, 3, 5, 10)
     res: dict = {"ecgid_to_mitdb": {}, "mitdb_to_ecgid": {}}
+    def matchers(emb: np.ndarray, mask: np.ndarray, tag: str) -> list[tuple[str, Matcher]]:
+        out = [("weighted", Matcher(weighted=True))]
+        with contextlib.suppress(CohortError):  # too few training recordings for a cohort (tiny runs)
+            out.append(("weighted+znorm", Matcher("znorm", build_cohort(bs, emb, mask, tag), True)))
+        return out
+
     tm = bs.is_ecgid & ~held
-    cohort = build_cohort(bs, emb_ecgid, tm, "lodo-ecgid")
     mit, sel = mitdb_as_sessions(bs)
-    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort, True))):
+    for name, m in matchers(emb_ecgid, tm, "lodo-ecgid"):
         cal = verification_protocol(bs.subset(held), emb_ecgid[held], ks, m)
         other = verification_protocol(mit, emb_ecgid[sel], ks, m)
         res["ecgid_to_mitdb"][name] = {"calibration": summarise(cal), "other": summarise(other),
                                        "transfer": threshold_transfer(other, thresholds_by_k(cal))}
     res["ecgid_to_mitdb"]["mitdb_persons"] = int(np.unique(mit.person).size)
-    cohort2 = build_cohort(bs, emb_mitdb, ~bs.is_ecgid, "lodo-mitdb")
     ecg = bs.is_ecgid
-    for name, m in (("weighted", Matcher(weighted=True)), ("weighted+znorm", Matcher("znorm", cohort2, True))):
+    for name, m in matchers(emb_mitdb, ~bs.is_ecgid, "lodo-mitdb"):
         res["mitdb_to_ecgid"][name] = {
             "verification": summarise(verification_protocol(bs.subset(ecg), emb_mitdb[ecg], ks, m)),
             "crossday": summarise(crossday_protocol(bs.subset(ecg), emb_mitdb[ecg], ks, m)[0])}

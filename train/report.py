@@ -261,7 +261,7 @@ def _recognition_md(r: dict) -> list[str]:
                  "beats later.\n")
         L.append("| score | EER 1 / 10 on MIT-BIH | TAR@FAR 0.1 % 10 | FAR / FRR at the transferred 10-beat "
                  "FAR-0.1 % threshold | FAR / FRR at the transferred 10-beat EER threshold |\n|---|---|---|---|---|")
-        for name in ("weighted", "weighted+znorm"):
+        for name in [n for n in ("weighted", "weighted+znorm") if n in e2m]:
             v = e2m[name]
             t = v["transfer"].get("10", {})
             fa, ee = t.get("far_0.001", {}), t.get("eer", {})
@@ -271,7 +271,7 @@ def _recognition_md(r: dict) -> list[str]:
         m2e = lo["mitdb_to_ecgid"]
         L.append("\nMIT-BIH -> ECG-ID: trained on MIT-BIH's 47 persons only, all 90 ECG-ID persons probed.\n")
         L.append("| score | verification EER 1 / 10 | TAR@FAR 0.1 % 10 | cross-day EER 10 |\n|---|---|---|---|")
-        for name in ("weighted", "weighted+znorm"):
+        for name in [n for n in ("weighted", "weighted+znorm") if n in m2e]:
             v = m2e[name]
             L.append(f"| {names[name]} | {_f(v['verification'].get('1'))} / {_f(v['verification'].get('10'))} | "
                      f"{_f(v['verification'].get('10'), 'tar_at_far_0.001', 1)} | {_f(v['crossday'].get('10'))} |")

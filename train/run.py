@@ -446,6 +446,8 @@ def choose_norm(requested: str, report: dict) -> tuple[str, str]:
     rec = report["recognition"]["variants"]
     if not lo:
         return "none", "no leave-one-dataset-out check in this run (--no-ablation)"
+    if "weighted+znorm" not in lo or "weighted+znorm" not in rec:
+        return "none", "no cohort could be made in this run (too few training recordings)"
     far = {v: lo[v]["transfer"]["10"]["far_0.001"]["far"] for v in ("weighted", "weighted+znorm")}
     tar = {v: rec[v]["verification_pooled"]["10"]["tar_at_far_0.001"] for v in ("weighted", "weighted+znorm")}
     ok = {v: far[v] <= 0.003 for v in far}
