@@ -54,6 +54,10 @@ a gap. A change of ``fs`` marks a gap and the new rate is declared. After a
 reconnect to the broker every device's next chunk is marked as a gap.
 Corrupt payloads are counted in ``stats.garbled`` and dropped.
 
+The connection (client, TLS, credentials, reconnect with backoff, paho
+logging) is :class:`ecgstream.mqtt.MqttConnection`, shared with the
+publisher; this module keeps the subscription and the per-device rules.
+
 Threading: paho's network thread calls the message callback, which decodes
 and calls ``sink`` (which must not block); per-device state is touched only
 there.
@@ -61,7 +65,6 @@ there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -77,6 +80,7 @@ from typing import Any
 
 import numpy as np
 
+from ..mqtt import Backoff, Credentials, MqttConnection, TlsOptions, check_protocol
 from ..types import SampleChunk
 from .base import Sink, SourceError, SourceStats, SourceURI
 from .serial_source import RateMeter
@@ -378,9 +382,10 @@ class MqttSource:
         ``mqtt://host:port/TOPIC/FILTER`` or ``mqtts://...`` (module docs).
     username, password : str, optional
         Broker credentials (the password is never logged).
-    tls : dict, optional
-        ``{"ca_file", "cert_file", "key_file", "insecure"}`` (all optional);
-        given, or with ``mqtts://``, the connection uses TLS.
+    tls : TlsOptions or dict, optional
+        :class:`ecgstream.mqtt.TlsOptions`, or a dict of its fields
+        (``ca_file``, ``cert_file``, ``key_file``, ``insecure``); given, or
+        with ``mqtts://``, the connection uses TLS.
     protocol : {"5", "3.1.1"}
         MQTT version.
     client_id : str, optional
@@ -388,7 +393,7 @@ class MqttSource:
     clock : callable
         Monotonic clock in seconds (arrival times, rate).
     retry_min_s, retry_max_s : float
-        paho's reconnect backoff, seconds.
+        Backoff between reconnection attempts, seconds (:class:`ecgstream.backoff.Backoff`).
     connect_timeout_s : float
         Longest wait for the first CONNACK and SUBACK at start-up, seconds.
 
@@ -412,18 +417,17 @@ class MqttSource:
         if u.scheme not in ("mqtt", "mqtts"):
             raise SourceError(f"not an mqtt:// source: {uri!r}")
         u.check_keys(self.ALLOWED)
-        if protocol not in ("5", "3.1.1"):
-            raise SourceError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
-        if tls is not None:
-            extra = set(tls) - {"ca_file", "cert_file", "key_file", "insecure"}
-            if extra:
-                raise SourceError(f"unknown TLS option(s) {', '.join(sorted(extra))}")
+        try:
+            check_protocol(protocol)
+            tls_options = TlsOptions.of(tls)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
         if "#" in uri:
             raise SourceError(f"source {uri!r}: '#' is not allowed; use a filter like "
                               "ecgstream/+/ecg")
         self.uri = uri
-        self.tls: dict[str, Any] | None = dict(tls) if tls is not None else (
-            {} if u.scheme == "mqtts" else None)
+        self.tls: TlsOptions | None = tls_options if tls_options is not None else (
+            TlsOptions() if u.scheme == "mqtts" else None)
         try:
             from urllib.parse import urlsplit
 
@@ -459,10 +463,8 @@ class MqttSource:
         self.stats: SourceStats = self._stats
         self._devices: dict[str, _Device] = {}
         self._sink: Sink | None = None
-        self._ever_connected = False
-        self._connack: dict[str, Any] = {}
-        self._first = threading.Event()
-        self._stopping = False
+        self._suback: dict[str, Any] = {}
+        self._first = threading.Event()  # the first SUBACK came
         self.connected = threading.Event()  # set while connected and subscribed
         self.subscribed_count = 0  # SUBACKs received (tests wait on resubscription)
 
@@ -552,38 +554,33 @@ class MqttSource:
         st.samples += n
         return chunk
 
-    # -- paho callbacks -------------------------------------------------------------------
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        if rc.is_failure:
-            self._connack = {"rc": str(rc)}
-            self._first.set()
-            log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, rc)
-            return
-        if self._ever_connected:
+    # -- the connection's hooks (paho's network thread / the manager thread) ------------
+    def _configure(self, client: Any, gen: int) -> None:
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+
+    def _on_up(self, client: Any, first: bool) -> None:
+        if not first:
             self._stats.reconnects += 1
             for state in self._devices.values():
                 state.gap_next = True
-            log.info("MQTT %s:%d: reconnected; resubscribing to %s", self.host, self.port, self.topic)
-        self._ever_connected = True
+            log.info("MQTT %s:%d: resubscribing to %s", self.host, self.port, self.topic)
         client.subscribe(self.topic, qos=self.qos)
+
+    def _on_lost(self) -> None:
+        self.connected.clear()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: Any, rcs: Any, props: Any = None) -> None:
         bad = [str(r) for r in rcs if r.is_failure]
         if bad:
-            self._connack = {"rc": f"subscription to {self.topic} refused: {', '.join(bad)}"}
+            self._suback = {"rc": f"subscription to {self.topic} refused: {', '.join(bad)}"}
             log.error("MQTT %s:%d: subscription to %s refused: %s", self.host, self.port,
                       self.topic, ", ".join(bad))
         else:
-            self._connack = {"ok": True}
+            self._suback = {"ok": True}
             self.subscribed_count += 1
             self.connected.set()
         self._first.set()
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        self.connected.clear()
-        if self._ever_connected and not self._stopping:
-            log.warning("MQTT %s:%d: connection lost (%s); paho reconnects with backoff",
-                        self.host, self.port, rc)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
@@ -594,42 +591,6 @@ class MqttSource:
             log.exception("MQTT: message on %s could not be handled", msg.topic)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _client(self) -> Any:
-        import paho.mqtt.client as mqtt
-
-        proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
-        kw: dict[str, Any] = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
-                              "client_id": self.client_id, "protocol": proto}
-        if proto == mqtt.MQTTv311:
-            kw["clean_session"] = True
-        c = mqtt.Client(**kw)
-        c.enable_logger(logging.getLogger(__name__ + ".paho"))
-        c.connect_timeout = self.connect_timeout_s
-        # paho types these as int but computes with floats (sub-second waits in tests)
-        c.reconnect_delay_set(min_delay=self.retry_min_s, max_delay=self.retry_max_s)  # type: ignore[arg-type]
-        if self.username is not None:
-            c.username_pw_set(self.username, self._password)
-        if self.tls is not None:
-            t = self.tls
-            try:
-                ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=t.get("ca_file"))
-                if t.get("cert_file"):
-                    ctx.load_cert_chain(t["cert_file"], t.get("key_file"))
-            except (OSError, ssl.SSLError) as exc:
-                raise SourceError(f"MQTT {self.host}:{self.port}: TLS files: {exc}") from None
-            if t.get("insecure"):
-                ctx.check_hostname = False
-                log.warning("MQTT TLS to %s:%d does NOT verify the broker's host name",
-                            self.host, self.port)
-            c.tls_set_context(ctx)
-        elif self._password:
-            log.warning("MQTT password sent to %s:%d without TLS", self.host, self.port)
-        c.on_connect = self._on_connect
-        c.on_subscribe = self._on_subscribe
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        return c
-
     def run(self, sink: Sink, stop: threading.Event) -> None:
         """Subscribe and deliver chunks to ``sink`` until ``stop`` is set.
 
@@ -644,24 +605,34 @@ class MqttSource:
         where = f"MQTT broker {self.host}:{self.port}"
         self._sink = sink
         self._first.clear()
-        self._connack = {}
-        self._stopping = False
-        client = self._client()
+        self._suback = {}
         try:
-            client.connect(self.host, self.port, self.keepalive)
-        except (OSError, ssl.SSLError) as exc:
-            raise SourceError(f"{where}: cannot connect: {exc}") from None
-        client.loop_start()
+            tls = TlsOptions.of(self.tls)
+            if tls is not None:
+                tls.context()  # unreadable TLS files are a SourceError now, not a retry loop
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise SourceError(f"MQTT {self.host}:{self.port}: TLS files: {exc}") from None
+        conn = MqttConnection(
+            self.host, self.port, client_id=self.client_id, protocol=self.protocol,
+            keepalive=self.keepalive, credentials=Credentials.of(self.username, self._password),
+            tls=tls, backoff=Backoff(self.retry_min_s, max(self.retry_min_s, self.retry_max_s)),
+            connect_timeout_s=self.connect_timeout_s, exit_on_first_failure=True, log=log,
+            configure=self._configure, on_up=self._on_up, on_lost=self._on_lost,
+            name="ecgstream-mqtt-in")
+        conn.start()
         try:
-            if not self._first.wait(self.connect_timeout_s) and not stop.is_set():
+            if not conn.wait_first(self.connect_timeout_s + 1.0) and not stop.is_set():
                 raise SourceError(f"{where}: no answer within {self.connect_timeout_s:.0f} s")
-            if "rc" in self._connack:
-                raise SourceError(f"{where}: {self._connack['rc']}")
+            if not conn.ever_connected and not stop.is_set():
+                raise SourceError(f"{where}: {conn.last_error}")
+            if not self._first.wait(self.connect_timeout_s) and not stop.is_set():
+                raise SourceError(f"{where}: no SUBACK within {self.connect_timeout_s:.0f} s")
+            if "rc" in self._suback:
+                raise SourceError(f"{where}: {self._suback['rc']}")
             log.info("MQTT: subscribed to %s on %s:%d", self.topic, self.host, self.port)
             stop.wait()
         finally:
-            self._stopping = True
-            with contextlib.suppress(Exception):
-                client.disconnect()
-            client.loop_stop()
+            conn.request_stop()
+            conn.disconnect()
+            conn.join(self.connect_timeout_s + 2.0)
             self.connected.clear()

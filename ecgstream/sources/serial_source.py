@@ -56,7 +56,8 @@ holds the arrival-time estimate for both formats. A measured rate more than
 5 % from the declared one is logged once as a WARNING.
 
 Unplugging (the port vanishes, a read fails) is retried with exponential
-backoff (``retry_min_s`` doubling to ``retry_max_s``); the first chunk after
+backoff (``retry_min_s`` doubling to ``retry_max_s``, :class:`ecgstream.backoff.Backoff`,
+the one the MQTT connections use); the first chunk after
 the port is back has ``gap_before=True`` and its sample index skips the
 samples the host clock says were missed. A port that cannot be opened when
 :meth:`SerialSource.run` starts raises :class:`SourceError` with the path
@@ -78,6 +79,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backoff import Backoff
 from ..types import SampleChunk
 from .base import Sink, SourceError, SourceStats, SourceURI
 
@@ -648,9 +650,10 @@ class SerialSource:
     def _reopen(self, stop: threading.Event):  # -> serial.Serial | None
         import serial
 
-        delay = self.retry_min_s
+        backoff = Backoff(self.retry_min_s, self.retry_max_s)
         attempts = 0
         while not stop.is_set():
+            delay = backoff.next()
             if self._sleep is not None:
                 self._sleep(delay)
             elif stop.wait(delay):
@@ -662,5 +665,4 @@ class SerialSource:
                 return self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
                 log.debug("serial %s: reopen attempt %d failed: %s", self.device, attempts, exc)
-                delay = min(self.retry_max_s, delay * 2)
         return None
