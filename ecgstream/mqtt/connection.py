@@ -24,9 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..backoff import Backoff
 from .client import new_client
-from .options import Credentials, TlsOptions, warn_insecure
+from .options import LinkOptions, warn_insecure
 
 __all__ = ["MqttConnection"]
 
@@ -39,17 +38,10 @@ class MqttConnection:
     host, port : str, int
         The broker.
     client_id : str
-    protocol : {"5", "3.1.1"}
-    keepalive : int
-        Keep-alive interval, seconds.
-    credentials : Credentials, optional
-    tls : TlsOptions, optional
+    options : LinkOptions
+        Protocol, keep-alive, credentials, TLS, backoff and attempt timeout.
     will : (topic, payload), optional
         Last will of every connection (retained, QoS 1).
-    backoff : Backoff
-        Waits between attempts; reset after each success.
-    connect_timeout_s : float
-        Bound on one attempt (TCP, TLS and CONNACK).
     exit_on_first_failure : bool
         Give up when the very first attempt fails (the user reports
         :attr:`last_error`); otherwise keep trying, logging an ERROR each time.
@@ -70,11 +62,9 @@ class MqttConnection:
         Name of the manager thread.
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str, protocol: str = "5",
-                 keepalive: int = 30, credentials: Credentials | None = None,
-                 tls: TlsOptions | None = None, will: tuple[str, str] | None = None,
-                 backoff: Backoff | None = None, connect_timeout_s: float = 10.0,
-                 exit_on_first_failure: bool = False, log: logging.Logger | None = None,
+    def __init__(self, host: str, port: int, *, client_id: str, options: LinkOptions,
+                 will: tuple[str, str] | None = None, exit_on_first_failure: bool = False,
+                 log: logging.Logger | None = None,
                  configure: Callable[[Any, int], None] | None = None,
                  on_up: Callable[[Any, bool], None] | None = None,
                  on_lost: Callable[[], None] | None = None,
@@ -83,13 +73,9 @@ class MqttConnection:
         self.host = host
         self.port = int(port)
         self.client_id = client_id
-        self.protocol = protocol
-        self.keepalive = int(keepalive)
-        self.credentials = credentials
-        self.tls = tls
+        self.options = options
         self.will = will
-        self.backoff = backoff or Backoff(1.0, 60.0)
-        self.connect_timeout_s = float(connect_timeout_s)
+        self.backoff = options.backoff()
         self.exit_on_first_failure = exit_on_first_failure
         self.log = log or logging.getLogger(__name__)
         self._configure = configure
@@ -111,7 +97,7 @@ class MqttConnection:
         """Start the manager thread (once); log the insecure-setting warnings."""
         if self._thread is not None:
             return
-        warn_insecure(self.log, self.host, self.port, self.tls, self.credentials)
+        warn_insecure(self.log, self.host, self.port, self.options.tls, self.options.credentials)
         self._thread = threading.Thread(target=self._manage, name=self.name, daemon=True)
         self._thread.start()
 
@@ -143,8 +129,9 @@ class MqttConnection:
 
     # -- one attempt ----------------------------------------------------------------
     def _new_client(self, gen: int) -> tuple[Any, threading.Event, dict[str, Any]]:
-        c = new_client(self.client_id, self.protocol, credentials=self.credentials, tls=self.tls,
-                       will=self.will, connect_timeout_s=self.connect_timeout_s, log=self.log)
+        o = self.options
+        c = new_client(self.client_id, o.protocol, credentials=o.credentials, tls=o.tls,
+                       will=self.will, connect_timeout_s=o.connect_timeout_s, log=self.log)
         result: dict[str, Any] = {}
         done = threading.Event()
 
@@ -175,7 +162,7 @@ class MqttConnection:
             self.last_error = f"TLS setup failed: {exc}"
             return None
         try:
-            client.connect(self.host, self.port, self.keepalive)
+            client.connect(self.host, self.port, self.options.keepalive)
         except ssl.SSLCertVerificationError as exc:
             self.last_error = (f"TLS certificate verification failed: {exc.verify_message or exc} "
                                "(is the tls ca_file the CA that signed the broker's certificate, "
@@ -189,9 +176,10 @@ class MqttConnection:
             return None
         self._lost.clear()
         client.loop_start()
-        if not done.wait(self.connect_timeout_s) or self._stop.is_set():
+        timeout_s = self.options.connect_timeout_s
+        if not done.wait(timeout_s) or self._stop.is_set():
             self.last_error = self.last_error if done.is_set() else \
-                f"no CONNACK within {self.connect_timeout_s:.0f} s"
+                f"no CONNACK within {timeout_s:.0f} s"
             _drop(client)
             return None
         rc = result.get("rc")

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PROTOCOLS", "Credentials", "TlsOptions", "check_protocol"]
+from ..backoff import Backoff
+
+__all__ = ["PROTOCOLS", "Credentials", "LinkOptions", "TlsOptions", "check_protocol"]
 
 #: MQTT versions spoken, as written in the configuration.
 PROTOCOLS = ("5", "3.1.1")
@@ -94,3 +96,43 @@ def warn_insecure(log: logging.Logger, host: str, port: int, tls: TlsOptions | N
                     host, port)
     if tls is None and credentials is not None and credentials.password:
         log.warning("MQTT password sent to %s:%d without TLS", host, port)
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """How to talk to a broker: everything of a connection but the host and the will.
+
+    One value of this type is what both MQTT users hand to
+    :class:`~ecgstream.mqtt.connection.MqttConnection`.
+
+    Attributes
+    ----------
+    protocol : {"5", "3.1.1"}
+        MQTT version.
+    keepalive : int
+        Keep-alive interval, seconds.
+    credentials : Credentials or None
+    tls : TlsOptions or None
+        None: plain TCP.
+    retry_min_s, retry_max_s : float
+        Backoff between connection attempts, seconds.
+    connect_timeout_s : float
+        Bound on one attempt (TCP, TLS and CONNACK), seconds.
+    """
+
+    protocol: str = "5"
+    keepalive: int = 30
+    credentials: Credentials | None = None
+    tls: TlsOptions | None = None
+    retry_min_s: float = 1.0
+    retry_max_s: float = 60.0
+    connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_protocol(self.protocol)
+        if not (self.retry_min_s > 0 and self.retry_max_s > 0 and self.connect_timeout_s > 0):
+            raise ValueError("retry_min_s, retry_max_s and connect_timeout_s must be positive")
+
+    def backoff(self) -> Backoff:
+        """A fresh :class:`~ecgstream.backoff.Backoff` of these waits."""
+        return Backoff(self.retry_min_s, max(self.retry_min_s, self.retry_max_s))

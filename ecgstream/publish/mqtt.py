@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..mqtt import Backoff, Credentials, MqttConnection, TlsOptions, check_protocol
+from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
 from .checks import check_device, check_payload, encode
 from .payloads import stale_replacement
 from .protocol import PublishError, PublisherStats
@@ -123,26 +123,22 @@ class MqttPublisher:
         close_timeout_s: float = 5.0,
         retry_min_s: float = 1.0,
     ) -> None:
-        check_protocol(protocol)
         if on_connect_failure not in ("retry", "exit"):
             raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
         if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError(f"prefix {prefix!r} is not a valid topic prefix")
-        if retry_max_s <= 0 or retry_min_s <= 0 or events_max < 1:
-            raise ValueError("retry_min_s, retry_max_s and events_max must be positive")
+        if events_max < 1:
+            raise ValueError("events_max must be positive")
         self.host = host
         self.port = int(port)
         self.prefix = prefix
-        self.protocol = protocol
-        self.keepalive = int(keepalive)
-        self.username = username
-        self._password = password
-        self.tls = tls
+        #: Everything else of the connection, as the transport takes it.
+        self.link = LinkOptions(protocol=protocol, keepalive=int(keepalive),
+                                credentials=Credentials.of(username, password), tls=tls,
+                                retry_min_s=float(retry_min_s), retry_max_s=float(retry_max_s),
+                                connect_timeout_s=float(connect_timeout_s))
         self.on_connect_failure = on_connect_failure
-        self.retry_min_s = float(retry_min_s)
-        self.retry_max_s = float(retry_max_s)
         self.clock = clock
-        self.connect_timeout_s = float(connect_timeout_s)
         self.close_timeout_s = float(close_timeout_s)
         self._client_id_arg = client_id
         self.will_devices: list[str] = []
@@ -242,20 +238,17 @@ class MqttPublisher:
         """
         if self._conn is not None:
             return
+        timeout_s = self.link.connect_timeout_s
         self._conn = conn = MqttConnection(
-            self.host, self.port, client_id=self.client_id, protocol=self.protocol,
-            keepalive=self.keepalive, credentials=Credentials.of(self.username, self._password),
-            tls=self.tls, will=(self.will_topic, "offline"),
-            backoff=Backoff(self.retry_min_s, max(self.retry_min_s, self.retry_max_s)),
-            connect_timeout_s=self.connect_timeout_s,
-            exit_on_first_failure=self.on_connect_failure == "exit", log=log,
+            self.host, self.port, client_id=self.client_id, options=self.link,
+            will=(self.will_topic, "offline"), exit_on_first_failure=self.on_connect_failure == "exit", log=log,
             configure=self._configure, on_up=self._on_up, on_lost=self._on_lost,
             on_down=self._on_down)
         conn.start()
-        conn.wait_first(self.connect_timeout_s + 1.0)
+        conn.wait_first(timeout_s + 1.0)
         if self.on_connect_failure == "exit" and not self._connected:
-            why = conn.last_error or f"no answer within {self.connect_timeout_s:.0f} s"
-            conn.join(self.connect_timeout_s + 2.0)
+            why = conn.last_error or f"no answer within {timeout_s:.0f} s"
+            conn.join(timeout_s + 2.0)
             raise PublishError(f"MQTT broker {self.host}:{self.port}: {why}")
 
     @property
@@ -372,7 +365,7 @@ class MqttPublisher:
             payload, valid_until = stale_replacement(kind, payload, valid_until, now)
             self._latest[(device, kind)] = (payload, valid_until)
         props = None
-        if self.protocol == "5":
+        if self.link.protocol == "5":
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 

@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from ..mqtt import Backoff, Credentials, MqttConnection, TlsOptions, check_protocol
+from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
 from ..types import SampleChunk
 from .base import Sink, SourceError, SourceStats, SourceURI
 from .serial_source import RateMeter
@@ -418,7 +418,6 @@ class MqttSource:
             raise SourceError(f"not an mqtt:// source: {uri!r}")
         u.check_keys(self.ALLOWED)
         try:
-            check_protocol(protocol)
             tls_options = TlsOptions.of(tls)
         except ValueError as exc:
             raise SourceError(str(exc)) from None
@@ -451,12 +450,14 @@ class MqttSource:
             raise SourceError(f"source {uri!r}: keepalive must be 5..3600 seconds")
         host = socket.gethostname().split(".")[0] or "host"
         self.client_id = client_id or u.params.get("client_id") or f"ecgstream-in-{host}-{os.getpid()}"
-        self.username = username
-        self._password = password
-        self.protocol = protocol
-        self.retry_min_s = retry_min_s
-        self.retry_max_s = retry_max_s
-        self.connect_timeout_s = connect_timeout_s
+        #: How to talk to the broker (the shared transport's one options type).
+        try:
+            self.link = LinkOptions(protocol=protocol, keepalive=self.keepalive,
+                                    credentials=Credentials.of(username, password), tls=self.tls,
+                                    retry_min_s=retry_min_s, retry_max_s=retry_max_s,
+                                    connect_timeout_s=connect_timeout_s)
+        except ValueError as exc:
+            raise SourceError(f"source {uri!r}: {exc}") from None
         self._clock = clock
         # One object, two views: the Source protocol's type, and the MQTT counters.
         self._stats = MqttSourceStats()
@@ -606,27 +607,25 @@ class MqttSource:
         self._sink = sink
         self._first.clear()
         self._suback = {}
+        timeout_s = self.link.connect_timeout_s
         try:
-            tls = TlsOptions.of(self.tls)
-            if tls is not None:
-                tls.context()  # unreadable TLS files are a SourceError now, not a retry loop
+            if self.tls is not None:
+                self.tls.context()  # unreadable TLS files are a SourceError now, not a retry loop
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise SourceError(f"MQTT {self.host}:{self.port}: TLS files: {exc}") from None
         conn = MqttConnection(
-            self.host, self.port, client_id=self.client_id, protocol=self.protocol,
-            keepalive=self.keepalive, credentials=Credentials.of(self.username, self._password),
-            tls=tls, backoff=Backoff(self.retry_min_s, max(self.retry_min_s, self.retry_max_s)),
-            connect_timeout_s=self.connect_timeout_s, exit_on_first_failure=True, log=log,
+            self.host, self.port, client_id=self.client_id, options=self.link,
+            exit_on_first_failure=True, log=log,
             configure=self._configure, on_up=self._on_up, on_lost=self._on_lost,
             name="ecgstream-mqtt-in")
         conn.start()
         try:
-            if not conn.wait_first(self.connect_timeout_s + 1.0) and not stop.is_set():
-                raise SourceError(f"{where}: no answer within {self.connect_timeout_s:.0f} s")
+            if not conn.wait_first(timeout_s + 1.0) and not stop.is_set():
+                raise SourceError(f"{where}: no answer within {timeout_s:.0f} s")
             if not conn.ever_connected and not stop.is_set():
                 raise SourceError(f"{where}: {conn.last_error}")
-            if not self._first.wait(self.connect_timeout_s) and not stop.is_set():
-                raise SourceError(f"{where}: no SUBACK within {self.connect_timeout_s:.0f} s")
+            if not self._first.wait(timeout_s) and not stop.is_set():
+                raise SourceError(f"{where}: no SUBACK within {timeout_s:.0f} s")
             if "rc" in self._suback:
                 raise SourceError(f"{where}: {self._suback['rc']}")
             log.info("MQTT: subscribed to %s on %s:%d", self.topic, self.host, self.port)
@@ -634,5 +633,5 @@ class MqttSource:
         finally:
             conn.request_stop()
             conn.disconnect()
-            conn.join(self.connect_timeout_s + 2.0)
+            conn.join(timeout_s + 2.0)
             self.connected.clear()
