@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from .exitcodes import EXIT_CONFIG
 from .settings import DecisionConfig, LivenessConfig
 
 __all__ = [
@@ -63,9 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Exit status of a program whose configuration is invalid (sysexits EX_CONFIG).
-EXIT_CONFIG = 78
 
 SOURCE_SCHEMES = ("wfdb", "serial", "mqtt", "mqtts", "synthetic")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
