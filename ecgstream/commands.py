@@ -13,11 +13,12 @@ choice. A command body then holds only what is its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,16 @@ def _config_error(exc: Exception) -> int:
     return EXIT_CONFIG
 
 
+@contextlib.contextmanager
+def failing(command: str, *errors: type[BaseException], code: int = EXIT_FAIL) -> Iterator[None]:
+    """Map ``errors`` raised in the block to one line on stderr and :class:`CommandExit` ``code``."""
+    try:
+        yield
+    except errors as exc:
+        print(f"ecgstream {command}: {exc}", file=sys.stderr)
+        raise CommandExit(code) from None
+
+
 def _exits(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn a :class:`CommandExit` raised in a command into its exit status."""
 
@@ -217,14 +228,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_exits
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .templates import create_key_file
 
-    try:
+    with failing("keygen", FileExistsError, OSError):
         create_key_file(args.path)
-    except (FileExistsError, OSError) as exc:
-        print(f"ecgstream keygen: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     print(f"wrote a new 32-byte key to {args.path} (mode 0600)")
     return EXIT_OK
 
@@ -250,11 +259,8 @@ def cmd_templates_remove(args: argparse.Namespace) -> int:
     from .templates import TemplateError
 
     ctx = open_context(args, "templates remove")
-    try:
+    with failing("templates remove", TemplateError, FileNotFoundError):
         ctx.store.remove(args.subject)
-    except (TemplateError, FileNotFoundError) as exc:
-        print(f"ecgstream templates remove: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     print(f"removed {args.subject}")
     return EXIT_OK
 
@@ -270,11 +276,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if not args.force and args.subject in store:  # a file exists, even a damaged one
         print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace)", file=sys.stderr)
         return EXIT_FAIL
-    try:
+    with failing("enroll", SourceError, code=EXIT_USAGE):
         src = open_source(args.source)
-    except SourceError as exc:
-        print(f"ecgstream enroll: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     tty = sys.stderr.isatty()
 
     def progress(good: int, need: int, t: float) -> None:
@@ -292,11 +295,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         subject=args.subject, model_id=model.model_id, centroid=res.centroid, n_beats=res.n_beats,
         created_utc=utc_now(), quality=res.quality, source=args.source.split("?")[0],
     )
-    try:
+    with failing("enroll", TemplateError, OSError):
         store.save(tmpl)
-    except (TemplateError, OSError) as exc:
-        print(f"ecgstream enroll: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     print(f"enrolled {args.subject}: {res.n_beats} good beats of {res.n_beats_seen} in {res.seconds:.1f} s; "
           f"enrolment beat score mean {res.quality['score_mean']:.3f}")
     return EXIT_OK

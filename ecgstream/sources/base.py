@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,9 +29,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..types import SampleChunk
 
-__all__ = ["FiniteSource", "Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
+__all__ = ["RATE_WINDOW_S", "FiniteSource", "RateMeter", "Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
 
 Sink = Callable[[SampleChunk], None]
+
+#: Seconds of history behind ``measured_fs_hz``.
+RATE_WINDOW_S = 10.0
 
 
 class SourceError(Exception):
@@ -84,6 +88,45 @@ class Source(Protocol):
             with backoff and reported as gaps instead.
         """
         ...
+
+
+class RateMeter:
+    """Samples per second over a sliding window of (time, samples) marks.
+
+    Parameters
+    ----------
+    window_s : float
+        History kept, in seconds of the clock that is fed in.
+    min_span_s : float
+        Shortest history that gives an estimate.
+    """
+
+    def __init__(self, window_s: float = RATE_WINDOW_S, min_span_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.min_span_s = min_span_s
+        self._marks: deque[tuple[float, int]] = deque()
+
+    def add(self, t_s: float, total_samples: int) -> None:
+        """Record that ``total_samples`` had arrived by time ``t_s`` (seconds)."""
+        self._marks.append((t_s, total_samples))
+        while len(self._marks) > 2 and t_s - self._marks[1][0] >= self.window_s:
+            self._marks.popleft()
+
+    def reset(self) -> None:
+        """Forget the history (after a gap or a reconnect)."""
+        self._marks.clear()
+
+    @property
+    def rate_hz(self) -> float | None:
+        """The estimate in Hz, or None while the history is too short."""
+        if len(self._marks) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._marks[0], self._marks[-1]
+        if t1 - t0 < self.min_span_s:
+            return None
+        return (n1 - n0) / (t1 - t0)
+
+
 
 
 class FiniteSource:
