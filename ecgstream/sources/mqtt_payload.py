@@ -76,10 +76,6 @@ MAX_ABS_VALUE = 1e9
 SEQ_MOD = 2**32
 
 
-class PayloadError(ValueError):
-    """A payload is not a valid ECG chunk; the message says why (and where)."""
-
-
 @dataclass(frozen=True, slots=True)
 class DecodedChunk:
     """One decoded payload.
@@ -100,6 +96,10 @@ class DecodedChunk:
     seq: int
     samples: np.ndarray
     leads_off: bool = False
+
+
+class PayloadError(ValueError):
+    """A payload is not a valid ECG chunk; the message says why (and where)."""
 
 
 def _check_fs(fs: object) -> float:

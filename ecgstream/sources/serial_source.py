@@ -41,30 +41,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..backoff import Backoff
+from . import serial_lines
 from .base import RateMeter, Sink, SourceError, SourceStats, SourceURI
-from .serial_lines import (
-    ESTIMATE_LINES,
-    LEAD_OFF_WORDS,
-    MAX_LINE_BYTES,
-    LineError,
-    ParsedLine,
-    SerialDecoder,
-    estimate_fs,
-    parse_line,
-)
+from .serial_lines import *  # noqa: F403 - the line protocol's names stay importable from here
+from .serial_lines import SerialDecoder
 
-__all__ = [
-    "ESTIMATE_LINES",
-    "LEAD_OFF_WORDS",
-    "MAX_LINE_BYTES",
-    "LineError",
-    "ParsedLine",
-    "RateMeter",
-    "SerialDecoder",
-    "SerialSource",
-    "estimate_fs",
-    "parse_line",
-]
+__all__ = ["RateMeter", "SerialSource", *serial_lines.__all__]
 
 log = logging.getLogger(__name__)
 
