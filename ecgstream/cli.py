@@ -1,9 +1,7 @@
 """The ``ecgstream`` command line.
 
-Exit codes: 0 success, 1 a runtime failure (source lost for good, broker
-refused with ``on_connect_failure = "exit"``), 2 bad usage or input (argparse
-and bad records), 78 a configuration error (``EX_CONFIG``, so systemd's
-``RestartPreventExitStatus=78`` does not restart a daemon that cannot work).
+Exit codes: :mod:`ecgstream.exitcodes` (0 success, 1 a runtime failure,
+2 bad usage or input, 78 a configuration error).
 """
 
 from __future__ import annotations
@@ -14,25 +12,21 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .exitcodes import EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 
 log = logging.getLogger("ecgstream")
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
 
 
 def _cmd_beats(args: argparse.Namespace) -> int:
     from .dsp import BeatPipeline
-    from .sources import SourceError, open_source
+    from .sources import FiniteSource, SourceError, open_source
 
     try:
         src = open_source(args.source)
     except SourceError as exc:
         print(f"ecgstream beats: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not hasattr(src, "chunks"):
+    if not isinstance(src, FiniteSource):
         print("ecgstream beats: only finite sources (wfdb:, synthetic:) can be listed", file=sys.stderr)
         return EXIT_USAGE
     out = sys.stdout
@@ -119,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGINT
     except BrokenPipeError:
         return EXIT_OK
 

@@ -14,7 +14,10 @@ import argparse
 import json
 import sys
 
-EXIT_ACCEPT, EXIT_REJECT, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+from .exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+
+#: ``verify`` answers with its exit status: accept is success, reject a failure.
+EXIT_ACCEPT, EXIT_REJECT = EXIT_OK, EXIT_FAIL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,21 +1,31 @@
 """Subcommands beyond ``beats``: run, enroll, templates, keygen, check-config, demo, verify.
 
 Modules load only when a command runs, so ``ecgstream --help`` stays fast.
+
+Every command that needs the configuration starts the same way:
+:func:`open_context` loads the file and the flags, opens the template store
+and the model as asked, and maps what goes wrong to one line on stderr and
+an exit status (:mod:`ecgstream.exitcodes`): a configuration problem,
+including a missing template key, is 78; anything else the command's own
+choice. A command body then holds only what is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("ecgstream")
+from .exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+log = logging.getLogger("ecgstream")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +95,67 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 # -- shared helpers ---------------------------------------------------------------
+class CommandExit(Exception):
+    """End a command with ``code``; the reason is printed already."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class Context:
+    """What a command works with: the validated config, and the store and model it asked for."""
+
+    cfg: Any
+    store: Any = None
+    model: Any = None
+
+
+def open_context(args: argparse.Namespace, command: str, *, store: bool = True, model: bool = False,
+                 check: Callable[[Any], None] | None = None, other_errors: int = EXIT_FAIL,
+                 config_errors: tuple[type[BaseException], ...] = ()) -> Context:
+    """Load the config (file and flags), then open the store and the model as asked.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments (``--config``, ``--store``, ... flags).
+    command : str
+        The command's name, for messages (``"enroll"``).
+    store, model : bool
+        Open the template store (with its key) / the embedding model.
+    check : callable, optional
+        ``check(cfg)`` after loading; may raise ``ConfigError``.
+    other_errors : int
+        Exit status for any other failure (a bad model, card, key or store).
+    config_errors : tuple of exception types
+        Further exceptions that count as configuration problems (78).
+
+    Raises
+    ------
+    CommandExit
+        After printing the reason on stderr.
+    """
+    from .config import ConfigError
+
+    try:
+        cfg = _load_config(args, _overrides(args))
+        if check is not None:
+            check(cfg)
+        ctx = Context(cfg)
+        if store:
+            ctx.store = _store(cfg)
+        if model:
+            ctx.model = _model(cfg)
+        return ctx
+    except (ConfigError, KeyError, *config_errors) as exc:
+        raise CommandExit(_config_error(exc)) from None
+    except Exception as exc:  # model, card, key or store problems: one clear line
+        print(f"ecgstream {command}: {exc}", file=sys.stderr)
+        raise CommandExit(other_errors) from None
+
+
 def _load_config(args: argparse.Namespace, overrides: dict[str, Any]):
     from .config import load_config
 
@@ -125,6 +196,30 @@ def _config_error(exc: Exception) -> int:
     return EXIT_CONFIG
 
 
+@contextlib.contextmanager
+def failing(command: str, *errors: type[BaseException], code: int = EXIT_FAIL) -> Iterator[None]:
+    """Map ``errors`` raised in the block to one line on stderr and :class:`CommandExit` ``code``."""
+    try:
+        yield
+    except errors as exc:
+        print(f"ecgstream {command}: {exc}", file=sys.stderr)
+        raise CommandExit(code) from None
+
+
+def _exits(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn a :class:`CommandExit` raised in a command into its exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except CommandExit as e:
+            return e.code
+
+    run.__name__ = run.__qualname__ = cmd.__name__
+    run.__doc__ = cmd.__doc__
+    return run
+
+
 # -- commands ---------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
@@ -138,30 +233,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_exits
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .templates import create_key_file
 
-    try:
+    with failing("keygen", FileExistsError, OSError):
         create_key_file(args.path)
-    except (FileExistsError, OSError) as exc:
-        print(f"ecgstream keygen: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     print(f"wrote a new 32-byte key to {args.path} (mode 0600)")
     return EXIT_OK
 
 
+@_exits
 def cmd_templates_list(args: argparse.Namespace) -> int:
-    from .config import ConfigError
     from .templates import TemplateError
 
-    try:
-        cfg = _load_config(args, _overrides(args))
-        store = _store(cfg)
-    except (ConfigError, TemplateError, KeyError) as exc:
-        return _config_error(exc)
+    ctx = open_context(args, "templates list", config_errors=(TemplateError,))
+    store = ctx.store
     rows = store.list()
     if not rows:
-        print(f"no templates in {cfg.daemon.store}")
+        print(f"no templates in {ctx.cfg.daemon.store}")
     for row in rows:
         print("\t".join(str(v) for v in row))
     for err in store.last_report.broken:
@@ -169,38 +259,25 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
     return EXIT_FAIL if store.last_report.broken else EXIT_OK
 
 
+@_exits
 def cmd_templates_remove(args: argparse.Namespace) -> int:
-    from .config import ConfigError
     from .templates import TemplateError
 
-    try:
-        cfg = _load_config(args, _overrides(args))
-        store = _store(cfg)
-        store.remove(args.subject)
-    except (ConfigError, KeyError) as exc:
-        return _config_error(exc)
-    except (TemplateError, FileNotFoundError) as exc:
-        print(f"ecgstream templates remove: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+    ctx = open_context(args, "templates remove")
+    with failing("templates remove", TemplateError, FileNotFoundError):
+        ctx.store.remove(args.subject)
     print(f"removed {args.subject}")
     return EXIT_OK
 
 
+@_exits
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .config import ConfigError
     from .enroll import EnrolError, enrol
     from .sources import SourceError, open_source
     from .templates import TemplateError
 
-    try:
-        cfg = _load_config(args, _overrides(args))
-        store = _store(cfg)
-        model = _model(cfg)
-    except (ConfigError, KeyError) as exc:
-        return _config_error(exc)
-    except Exception as exc:  # model/card/key problems: one clear line
-        print(f"ecgstream enroll: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+    ctx = open_context(args, "enroll", model=True)
+    store, model = ctx.store, ctx.model
     existing = None
     if args.append:
         try:
@@ -212,11 +289,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"ecgstream enroll: {args.subject!r} is enrolled already (use --force to replace, "
               "--append to add a sitting)", file=sys.stderr)
         return EXIT_FAIL
-    try:
+    with failing("enroll", SourceError, code=EXIT_USAGE):
         src = open_source(args.source)
-    except SourceError as exc:
-        print(f"ecgstream enroll: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     tty = sys.stderr.isatty()
 
     def progress(good: int, need: int, t: float) -> None:
@@ -239,11 +313,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     if tty:
         print(file=sys.stderr)
-    try:
+    with failing("enroll", TemplateError, OSError):
         store.save(tmpl)
-    except (TemplateError, OSError) as exc:
-        print(f"ecgstream enroll: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     print(f"enrolled {args.subject}: {res.n_beats} good beats of {res.n_beats_seen} in {res.seconds:.1f} s; "
           f"enrolment beat score mean {res.quality['score_mean']:.3f}"
           + (f"; sitting {tmpl.sittings} added (match {res.match_score:.3f})" if existing is not None else ""))
@@ -281,7 +352,8 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     return Daemon(
         [source], model, templates, publisher, bindings=bindings,
         default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
-        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, expected_fs=expected_fs,
+        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, adaptation_cfg=cfg.adaptation,
+        expected_fs=expected_fs,
         speed=speed if uri.startswith("wfdb:") else 1.0,
         queue_max_chunks=cfg.daemon.queue_max_chunks,
         publish_interval_s=cfg.daemon.publish_interval_s,
@@ -290,47 +362,52 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     )
 
 
+def _tls(cfg) -> Any:
+    """The configured :class:`~ecgstream.mqtt.TlsOptions`, or None without ``tls = true``."""
+    from .mqtt import TlsOptions
+
+    m = cfg.mqtt
+    return TlsOptions(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
+                      key_file=m.key_file or None, insecure=m.tls_insecure) if m.tls else None
+
+
 def _mqtt_kwargs(cfg) -> dict[str, Any]:
+    """Keyword arguments of an ``mqtt://`` source from ``[mqtt]`` (credentials, TLS, protocol)."""
     from .config import resolve_secret
 
     m = cfg.mqtt
-    tls = {"ca_file": m.ca_file, "cert_file": m.cert_file, "key_file": m.key_file,
-           "insecure": m.tls_insecure} if m.tls else None
     return {"username": m.username or None, "password": resolve_secret(m) if m.username else None,
-            "tls": tls, "protocol": m.protocol}
+            "tls": _tls(cfg), "protocol": m.protocol}
 
 
 def _publisher_kwargs(cfg) -> dict[str, Any]:
-    from .config import resolve_secret
-    from .publish import TlsOptions
-
+    """Keyword arguments of the :class:`~ecgstream.publish.MqttPublisher` from ``[mqtt]``."""
     m = cfg.mqtt
-    tls = TlsOptions(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
-                     key_file=m.key_file or None, insecure=m.tls_insecure) if m.tls else None
-    return {"host": m.host, "port": m.port, "prefix": m.prefix, "client_id": m.client_id or None,
-            "protocol": m.protocol, "keepalive": m.keepalive, "username": m.username or None,
-            "password": resolve_secret(m) if m.username else None, "tls": tls,
+    return {**_mqtt_kwargs(cfg), "host": m.host, "port": m.port, "prefix": m.prefix,
+            "client_id": m.client_id or None, "keepalive": m.keepalive,
             "on_connect_failure": m.on_connect_failure, "retry_max_s": m.retry_max_s}
 
 
+@_exits
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .notify import SystemdNotifier
     from .publish import PublishError
     from .sources import SourceError
 
-    try:
-        cfg = _load_config(args, _overrides(args))
+    def check(cfg: Any) -> None:
         if not args.verbose:
             logging.getLogger().setLevel(cfg.daemon.log_level)
         if not cfg.daemon.source:
             raise ConfigError(["daemon.source: no source given (--source or [daemon] source)"])
+
+    # model, card, key or template problems fail closed with the reason: 78 as well
+    cfg = open_context(args, "run", store=False, check=check, other_errors=EXIT_CONFIG).cfg
+    try:
         daemon = build_daemon(cfg, notifier=SystemdNotifier(), subject=args.subject)
-    except ConfigError as exc:
+    except (ConfigError, KeyError, SourceError) as exc:
         return _config_error(exc)
-    except (KeyError, SourceError) as exc:
-        return _config_error(exc)
-    except Exception as exc:  # model, card, key or template problems: fail closed with the reason
+    except Exception as exc:
         print(f"ecgstream run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     stop = threading.Event()

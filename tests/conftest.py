@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from helpers_broker import OPEN_PUBLISHERS
 
 from ecgstream.data import excerpt_dir, read_record
+
+
+@pytest.fixture(autouse=True)
+def close_publishers():
+    """Close every MQTT publisher a test put in ``OPEN_PUBLISHERS``, also when it fails half-way."""
+    yield
+    while OPEN_PUBLISHERS:
+        OPEN_PUBLISHERS.pop().close()
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,9 @@ MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
+#: MQTT publishers a test started; conftest's ``close_publishers`` closes them after each test.
+OPEN_PUBLISHERS: list[Any] = []
+
 
 def require_mosquitto(passwd: bool = False) -> None:
     """Skip the calling test when the broker binaries are missing (``apt-get install -y mosquitto``)."""

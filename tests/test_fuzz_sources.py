@@ -30,16 +30,16 @@ from hypothesis import strategies as st
 
 from ecgstream.sources import SourceError, open_source
 from ecgstream.sources.base import SourceStats
-from ecgstream.sources.mqtt_source import (
+from ecgstream.sources.mqtt_payload import (
     MAX_ABS_VALUE,
     MAX_SAMPLES,
     SEQ_MOD,
-    MqttSource,
     PayloadError,
     decode_payload,
     encode_binary,
     encode_json,
 )
+from ecgstream.sources.mqtt_source import MqttSource
 from ecgstream.sources.serial_source import SerialDecoder
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

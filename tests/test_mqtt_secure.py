@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from helpers_broker import Observer, make_ca, make_tls_broker, wait_for
+from helpers_broker import OPEN_PUBLISHERS, Observer, make_ca, make_tls_broker, wait_for
 
 from ecgstream.publish import MqttPublisher, PublishError, TlsOptions, auth_payload
 
@@ -41,15 +41,7 @@ def _observer(b, topic="#"):
     return Observer(b, topic, username="observer", password=USERS["observer"], tls_ca=b.ca_file)
 
 
-_OPEN: list[MqttPublisher] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_publishers():
-    """Close every publisher a test made, also when the test fails half-way."""
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
+_OPEN = OPEN_PUBLISHERS  # closed after each test by conftest's close_publishers
 
 
 _DEFAULT_TLS = TlsOptions()  # stands for "TLS with the broker's CA"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_broker import Broker, Observer, free_port, wait_for
+from helpers_broker import OPEN_PUBLISHERS, Broker, Observer, free_port, wait_for
 
 from ecgstream.publish import (
     MqttPublisher,
@@ -168,15 +168,7 @@ def broker(tmp_path):
         yield b
 
 
-_OPEN: list[MqttPublisher] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_publishers():
-    """Close every publisher a test made, also when the test fails half-way."""
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
+_OPEN = OPEN_PUBLISHERS  # closed after each test by conftest's close_publishers
 
 
 def _mqtt(host, port, **kw):

@@ -16,13 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecgstream.sources import SourceError, open_source
-from ecgstream.sources.mqtt_source import (
-    MqttSource,
-    PayloadError,
-    decode_payload,
-    encode_binary,
-    encode_json,
-)
+from ecgstream.sources.mqtt_payload import PayloadError, decode_payload, encode_binary, encode_json
+from ecgstream.sources.mqtt_source import MqttSource
 from ecgstream.sources.synthetic import synth_ecg
 from tools.wearable_sim import MqttPlan, mqtt_messages, publish_mqtt
 

@@ -46,7 +46,7 @@ def test_metronome_when_rr_cv_is_zero():
 def test_source_chunks_leads_off_and_pipeline():
     src = open_source("synthetic:?fs=250&hr=70&seconds=12&device=syn&seed=1&leads_off_at=5"
                       "&leads_off_s=1.5&noise=0.02&chunk_s=0.2")
-    chunks = src.chunks()
+    chunks = list(src.chunks())
     idx = np.concatenate([np.arange(c.start_sample, c.end_sample) for c in chunks])
     np.testing.assert_array_equal(idx, np.arange(3000))
     off = [c for c in chunks if c.leads_off]

@@ -17,7 +17,7 @@ REC = excerpt_dir() / "Person_01" / "rec_1"
 
 def test_replay_covers_record_in_order():
     src = open_source(f"wfdb:{REC}?chunk_s=0.25")
-    chunks = src.chunks()
+    chunks = list(src.chunks())
     x, fs, info = read_record(REC, 0)
     assert info["sig_name"] == "ECG I"  # the raw lead, not PhysioNet's filtered copy
     assert all(c.fs_hz == fs == 500.0 for c in chunks)

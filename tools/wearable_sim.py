@@ -44,7 +44,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make ``ecgstream`` importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ecgstream.sources.mqtt_source import encode_binary, encode_json  # noqa: E402
+from ecgstream.sources.mqtt_payload import encode_binary, encode_json  # noqa: E402
 from ecgstream.sources.synthetic import synth_ecg  # noqa: E402
 
 __all__ = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Sink, Source, SourceError, SourceStats, SourceURI
+from .base import FiniteSource, Sink, Source, SourceError, SourceStats, SourceURI
 
-__all__ = ["Sink", "Source", "SourceError", "SourceStats", "SourceURI", "open_source"]
+__all__ = ["FiniteSource", "Sink", "Source", "SourceError", "SourceStats", "SourceURI", "open_source"]
 
 
 def open_source(uri: str, **kwargs: object) -> Source:

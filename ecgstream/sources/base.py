@@ -1,25 +1,40 @@
 """The interface every source implements, and source URIs.
 
+The source contract
+-------------------
 A source owns one blocking input (a file, a serial port, an MQTT
 subscription) and runs in its own thread: :meth:`Source.run` reads until
 ``stop`` is set and hands every :class:`~ecgstream.types.SampleChunk` to
 ``sink``. The sink must not block for long (the daemon's sink puts into a
 bounded queue that drops the oldest chunk and marks a gap when full).
+
+A source whose input ends (a WFDB record, a generated signal) is a
+:class:`FiniteSource`: besides ``run`` it offers :meth:`FiniteSource.chunks`,
+a generator that yields one pass of chunks, unpaced and lazily (a tool such
+as ``ecgstream beats`` holds one chunk at a time, never a list of them).
+Both ``run`` and ``chunks`` come from the one generator a finite source
+writes, ``_iter(stop, pace, once)``, so the two forms cannot differ. The CLI
+asks ``isinstance(src, FiniteSource)``; nothing probes for methods.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from ..types import SampleChunk
 
-__all__ = ["Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
+__all__ = ["RATE_WINDOW_S", "FiniteSource", "RateMeter", "Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
 
 Sink = Callable[[SampleChunk], None]
+
+#: Seconds of history behind ``measured_fs_hz``.
+RATE_WINDOW_S = 10.0
 
 
 class SourceError(Exception):
@@ -73,6 +88,93 @@ class Source(Protocol):
             with backoff and reported as gaps instead.
         """
         ...
+
+
+class RateMeter:
+    """Samples per second over a sliding window of (time, samples) marks.
+
+    Parameters
+    ----------
+    window_s : float
+        History kept, in seconds of the clock that is fed in.
+    min_span_s : float
+        Shortest history that gives an estimate.
+    """
+
+    def __init__(self, window_s: float = RATE_WINDOW_S, min_span_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.min_span_s = min_span_s
+        self._marks: deque[tuple[float, int]] = deque()
+
+    def add(self, t_s: float, total_samples: int) -> None:
+        """Record that ``total_samples`` had arrived by time ``t_s`` (seconds)."""
+        self._marks.append((t_s, total_samples))
+        while len(self._marks) > 2 and t_s - self._marks[1][0] >= self.window_s:
+            self._marks.popleft()
+
+    def reset(self) -> None:
+        """Forget the history (after a gap or a reconnect)."""
+        self._marks.clear()
+
+    @property
+    def rate_hz(self) -> float | None:
+        """The estimate in Hz, or None while the history is too short."""
+        if len(self._marks) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._marks[0], self._marks[-1]
+        if t1 - t0 < self.min_span_s:
+            return None
+        return (n1 - n0) / (t1 - t0)
+
+
+
+
+class FiniteSource:
+    """Base of the sources that end: one generator gives both ``run`` and ``chunks``.
+
+    A subclass sets ``uri``, ``stats``, ``fs_hz``, ``speed`` (0 = as fast as
+    possible), ``_clock`` and ``_sleep``, and writes :meth:`_iter`.
+    """
+
+    uri: str
+    stats: SourceStats
+    fs_hz: float
+    speed: float
+    loop: bool = False
+    _clock: Callable[[], float] = time.monotonic
+    _sleep: Callable[[float], None] = time.sleep
+
+    def _iter(self, stop: threading.Event, pace: Callable[[int], None],
+              once: bool) -> Iterator[SampleChunk]:
+        """Yield the chunks; call ``pace(end_sample)`` before making each (it may sleep)."""
+        raise NotImplementedError
+
+    def chunks(self) -> Iterator[SampleChunk]:
+        """One pass of chunks, unpaced, yielded lazily (for tools and tests)."""
+        return self._iter(threading.Event(), _no_pace, True)
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        """Deliver into ``sink`` until the input ends (or ``stop``), paced by ``speed``."""
+        for chunk in self._iter(stop, self._pacer(), not self.loop):
+            sink(chunk)
+
+    def _pacer(self) -> Callable[[int], None]:
+        """``pace(end_sample)``: wait until the stream time of ``end_sample`` at ``speed``."""
+        if not self.speed > 0:
+            return _no_pace
+        t0 = self._clock()
+        rate = self.fs_hz * self.speed
+
+        def pace(end_sample: int) -> None:
+            wait = t0 + end_sample / rate - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+
+        return pace
+
+
+def _no_pace(end_sample: int) -> None:
+    return None
 
 
 @dataclass(frozen=True)

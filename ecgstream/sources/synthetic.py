@@ -32,12 +32,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from ..types import SampleChunk
-from .base import Sink, SourceError, SourceStats, SourceURI, parse_speed
+from .base import FiniteSource, SourceError, SourceStats, SourceURI, parse_speed
 
 __all__ = ["EcgSynth", "SyntheticSource", "synth_ecg"]
 
@@ -190,7 +190,7 @@ def _times(v: str) -> tuple[float, ...]:
     return out
 
 
-class SyntheticSource:
+class SyntheticSource(FiniteSource):
     """A source of synthetic ECG (see the module docs for the URI).
 
     Parameters
@@ -247,30 +247,17 @@ class SyntheticSource:
             off |= (t >= t0) & (t < t0 + self.leads_off_s)
         return off
 
-    def chunks(self) -> list[SampleChunk]:
-        """All chunks, unpaced (for tools and tests)."""
-        out: list[SampleChunk] = []
-        self._generate(out.append, threading.Event(), paced=False)
-        return out
-
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        """Generate into ``sink`` until ``seconds`` are done or ``stop`` is set."""
-        self._generate(sink, stop, paced=self.speed > 0)
-
-    def _generate(self, sink: Sink, stop: threading.Event, paced: bool) -> None:
+    def _iter(self, stop: threading.Event, pace: Callable[[int], None],
+              once: bool) -> Iterator[SampleChunk]:
         gen = EcgSynth(self.fs_hz, self.hr_bpm, self.seed, self.rr_cv, self.noise_mv)
         total = round(self.seconds * self.fs_hz)
         n = max(1, round(self.chunk_s * self.fs_hz))
-        t0 = self._clock()
         index = 0
         while index < total and not stop.is_set():
             m = min(n, total - index)
             x = gen.render(m)
             off = self._off_mask(index, m)
-            if paced:
-                wait = t0 + (index + m) / (self.fs_hz * self.speed) - self._clock()
-                if wait > 0:
-                    self._sleep(wait)
+            pace(index + m)
             # Split the block where lead-off starts or ends.
             edges = np.flatnonzero(np.diff(off.astype(np.int8))) + 1
             bounds = [0, *edges.tolist(), m]
@@ -280,8 +267,8 @@ class SyntheticSource:
                 lo = bool(off[a])
                 if lo:
                     part[:] = np.nan
-                sink(SampleChunk(self.device, self.fs_hz, index + a, part, arrival_s=now,
-                                 leads_off=lo))
+                yield SampleChunk(self.device, self.fs_hz, index + a, part, arrival_s=now,
+                                  leads_off=lo)
                 self.stats.chunks += 1
                 self.stats.samples += b - a
             index += m

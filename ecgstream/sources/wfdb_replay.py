@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..data import DataError, read_record
 from ..types import SampleChunk
-from .base import Sink, SourceError, SourceStats, SourceURI, parse_speed
+from .base import FiniteSource, SourceError, SourceStats, SourceURI, parse_speed
 
 __all__ = ["WfdbReplaySource"]
 
 
-class WfdbReplaySource:
+class WfdbReplaySource(FiniteSource):
     """Replays one channel of a WFDB record in chunks.
 
     Parameters
@@ -78,41 +78,23 @@ class WfdbReplaySource:
         self._clock = clock
         self._sleep = sleep
 
-    def chunks(self) -> list[SampleChunk]:
-        """All chunks of one pass, unpaced (for tools and tests)."""
-        out: list[SampleChunk] = []
-        self._replay(out.append, threading.Event(), paced=False, once=True)
-        return out
-
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        """Replay into ``sink`` until the record ends (or ``stop``; looping)."""
-        self._replay(sink, stop, paced=self.speed > 0, once=not self.loop)
-
-    def _replay(self, sink: Sink, stop: threading.Event, paced: bool, once: bool) -> None:
+    def _iter(self, stop: threading.Event, pace: Callable[[int], None],
+              once: bool) -> Iterator[SampleChunk]:
         n = max(1, round(self.chunk_s * self.fs_hz))
         x = self.samples
         index = 0  # stream sample index (keeps counting across loops)
-        t0 = self._clock()
         first_pass = True
         while not stop.is_set():
             for pos in range(0, x.size, n):
                 if stop.is_set():
                     return
                 part = x[pos:pos + n]
-                due = t0 + (index + part.size) / (self.fs_hz * self.speed) if paced else 0.0
-                if paced:
-                    wait = due - self._clock()
-                    if wait > 0:
-                        self._sleep(wait)
+                pace(index + part.size)
                 gap = pos == 0 and not first_pass
                 if gap:
                     self.stats.gaps += 1
-                sink(
-                    SampleChunk(
-                        self.device, self.fs_hz, index, np.array(part, dtype=np.float64),
-                        arrival_s=self._clock(), gap_before=gap,
-                    )
-                )
+                yield SampleChunk(self.device, self.fs_hz, index, np.array(part, dtype=np.float64),
+                                  arrival_s=self._clock(), gap_before=gap)
                 self.stats.chunks += 1
                 self.stats.samples += part.size
                 index += part.size

@@ -1,0 +1,63 @@
+"""The paho client factory and the paho logging policy.
+
+Logging policy: paho's own messages go to ``<user's logger>.paho`` at DEBUG
+only. paho reports a normal disconnect as an error and repeats what the
+caller already knows; every failure that matters is logged once by
+:class:`~ecgstream.mqtt.connection.MqttConnection` with its reason.
+
+paho's own reconnect is switched off (``reconnect_on_failure=False``): the
+connection manager makes a fresh client per connection, so no message of a
+lost connection is resent after the fresh states, and both users share one
+backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .options import Credentials, TlsOptions, check_protocol
+
+__all__ = ["new_client"]
+
+
+def new_client(client_id: str, protocol: str = "5", *, credentials: Credentials | None = None,
+               tls: TlsOptions | None = None, will: tuple[str, str] | None = None,
+               connect_timeout_s: float = 10.0, log: logging.Logger | None = None) -> Any:
+    """A configured, unconnected ``paho.mqtt.client.Client``.
+
+    Parameters
+    ----------
+    client_id : str
+        MQTT client id.
+    protocol : {"5", "3.1.1"}
+        MQTT version (3.1.1 with a clean session).
+    credentials : Credentials, optional
+    tls : TlsOptions, optional
+        Connect with TLS; the SSL context is built here (``OSError`` /
+        ``ssl.SSLError`` on unreadable files).
+    will : (topic, payload), optional
+        Last will, retained at QoS 1.
+    connect_timeout_s : float
+        paho's connect timeout, seconds.
+    log : logging.Logger, optional
+        The user's logger; paho's messages go to its ``.paho`` child at DEBUG.
+    """
+    import paho.mqtt.client as mqtt
+
+    proto = mqtt.MQTTv5 if check_protocol(protocol) == "5" else mqtt.MQTTv311
+    kw: dict[str, Any] = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
+                          "client_id": client_id, "protocol": proto, "reconnect_on_failure": False}
+    if proto == mqtt.MQTTv311:
+        kw["clean_session"] = True
+    c = mqtt.Client(**kw)
+    paho_log = logging.getLogger((log.name if log else "ecgstream.mqtt") + ".paho")
+    c.on_log = lambda _c, _u, _level, buf: paho_log.debug("%s", buf)
+    c.connect_timeout = connect_timeout_s
+    if credentials is not None:
+        c.username_pw_set(credentials.username, credentials.password)
+    if tls is not None:
+        c.tls_set_context(tls.context())
+    if will is not None:
+        c.will_set(will[0], will[1], qos=1, retain=True)
+    return c

@@ -1,0 +1,48 @@
+"""Publishers of the daemon's authentication, liveness and availability states.
+
+The daemon calls a publisher from its single processing thread; no method
+blocks that thread on the network (``start`` and ``close`` wait, each for a
+bounded time). The package is cut at its seams, one module each:
+
+- :mod:`.payloads`: the pure builders :func:`auth_payload`,
+  :func:`liveness_payload` and the fail-closed :func:`stale_replacement`;
+- :mod:`.checks`: :func:`check_payload` and :func:`check_device`, which
+  every message passes (the daemon never publishes raw ECG, embeddings or
+  templates);
+- :mod:`.protocol`: the :class:`Publisher` interface, :class:`PublisherStats`,
+  :class:`TeePublisher`;
+- :mod:`.stdout`: :class:`StdoutPublisher`, JSON lines (the output when no
+  broker is configured);
+- :mod:`.mqtt`: :class:`MqttPublisher`, topics of ``docs/mqtt_output.md``,
+  over the shared transport :mod:`ecgstream.mqtt`.
+
+Times in payloads are Unix time in seconds (float, millisecond resolution).
+"""
+
+from __future__ import annotations
+
+from ..mqtt.options import TlsOptions
+from .checks import FORBIDDEN_KEY_PARTS, MAX_NUMERIC_LIST, PayloadError, check_device, check_payload
+from .mqtt import MqttPublisher
+from .payloads import AUTH_STATES, auth_payload, liveness_payload, stale_replacement
+from .protocol import Publisher, PublishError, PublisherStats, TeePublisher
+from .stdout import StdoutPublisher
+
+__all__ = [
+    "AUTH_STATES",
+    "FORBIDDEN_KEY_PARTS",
+    "MAX_NUMERIC_LIST",
+    "MqttPublisher",
+    "PayloadError",
+    "PublishError",
+    "Publisher",
+    "PublisherStats",
+    "StdoutPublisher",
+    "TeePublisher",
+    "TlsOptions",
+    "auth_payload",
+    "check_device",
+    "check_payload",
+    "liveness_payload",
+    "stale_replacement",
+]

@@ -1,0 +1,468 @@
+"""The MQTT publisher: retained states, queued events, republish on every reconnect.
+
+The connection itself (client factory, TLS, credentials, backoff, reconnect,
+paho logging) is :class:`ecgstream.mqtt.MqttConnection`, shared with the MQTT
+source. What is here is the publisher's own: the latest state per device
+and kind, the event queue while disconnected, the in-flight table of QoS 1
+messages and the last will rules of ``docs/mqtt_output.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
+from .checks import check_device, check_payload, encode
+from .payloads import stale_replacement
+from .protocol import PublishError, PublisherStats
+
+__all__ = ["MqttPublisher"]
+
+# The publisher's messages keep the logger name operators know.
+log = logging.getLogger("ecgstream.publish")
+
+
+class MqttPublisher:
+    """Publishes the daemon's states to an MQTT broker (paho-mqtt 2.x).
+
+    Topics (``<prefix>/<device>/...``): ``auth`` and ``liveness`` retained,
+    ``events`` not retained, ``availability`` retained ``online``/``offline``;
+    all QoS 1. See ``docs/mqtt_output.md`` for payloads and the consumer's
+    rules.
+
+    A connection manager thread connects, re-connects with exponential
+    backoff and, after every (re)connect, republishes ``online`` and the
+    latest auth and liveness state of every device (an expired state is
+    replaced by its fail-closed stand-in, :func:`stale_replacement`), then the
+    queued events. Each connection uses a fresh paho client with its own
+    ``loop_start()`` network thread, so no message of a lost connection is
+    resent after the fresh states.
+
+    While disconnected nothing is silently lost: the latest state per device
+    and kind is kept, and events wait in a FIFO of ``events_max`` entries
+    (when full the oldest is dropped, counted in ``stats.dropped`` and logged
+    as a WARNING).
+
+    Last will: one per connection. With ``will_devices=[device]`` (a daemon
+    serving one known device) it is that device's ``availability`` =
+    ``offline``. Otherwise (multi-device mode) it is
+    ``<prefix>/daemon/<client_id>/availability`` = ``offline``, where the
+    daemon also publishes its own ``online``; consumers must check that topic
+    too, since the devices' own availability topics cannot all be covered by
+    the one will.
+
+    Parameters
+    ----------
+    host : str
+        Broker host name or address.
+    port : int
+        Broker port (1883; 8883 for TLS by convention).
+    prefix : str
+        Topic prefix.
+    client_id : str, optional
+        MQTT client id. Default ``ecgstream-<hostname>-<device>`` with one
+        will device, else ``ecgstream-<hostname>``. Two daemons on one broker
+        need different ids.
+    protocol : {"5", "3.1.1"}
+        MQTT version. Version 5 sets a message expiry on auth and liveness
+        messages, so retained states vanish from the broker at
+        ``valid_until``; with 3.1.1 consumers must check ``valid_until``.
+    keepalive : int
+        Keep-alive interval, seconds.
+    username, password : str, optional
+        Credentials (the password is never logged).
+    tls : TlsOptions, optional
+        Connect with TLS.
+    on_connect_failure : {"retry", "exit"}
+        What a failed first connection does: ``exit`` raises
+        :class:`PublishError` from :meth:`start`; ``retry`` logs an ERROR and
+        keeps trying with backoff. Losses after a successful start are always
+        retried.
+    retry_max_s : float
+        Longest wait between connection attempts, seconds.
+    clock : callable
+        Unix time in seconds (for staleness and message expiry).
+    will_devices : list of str, optional
+        The single device this daemon serves (see "Last will").
+    events_max : int
+        Capacity of the event queue used while disconnected.
+    connect_timeout_s : float
+        Bound on :meth:`start`'s wait for the first connection, and on one
+        connection attempt.
+    close_timeout_s : float
+        Bound on :meth:`close`'s wait for acknowledgements.
+    retry_min_s : float
+        First wait between connection attempts, seconds (doubles up to
+        ``retry_max_s``).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        prefix: str = "ecgstream",
+        client_id: str | None = None,
+        protocol: str = "5",
+        keepalive: int = 30,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TlsOptions | None = None,
+        on_connect_failure: str = "retry",
+        retry_max_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        will_devices: list[str] | None = None,
+        events_max: int = 1000,
+        connect_timeout_s: float = 10.0,
+        close_timeout_s: float = 5.0,
+        retry_min_s: float = 1.0,
+    ) -> None:
+        if on_connect_failure not in ("retry", "exit"):
+            raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
+        if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError(f"prefix {prefix!r} is not a valid topic prefix")
+        if events_max < 1:
+            raise ValueError("events_max must be positive")
+        self.host = host
+        self.port = int(port)
+        self.prefix = prefix
+        #: Everything else of the connection, as the transport takes it.
+        self.link = LinkOptions(protocol=protocol, keepalive=int(keepalive),
+                                credentials=Credentials.of(username, password), tls=tls,
+                                retry_min_s=float(retry_min_s), retry_max_s=float(retry_max_s),
+                                connect_timeout_s=float(connect_timeout_s))
+        self.on_connect_failure = on_connect_failure
+        self.clock = clock
+        self.close_timeout_s = float(close_timeout_s)
+        self._client_id_arg = client_id
+        self.will_devices: list[str] = []
+        self.stats = PublisherStats()
+
+        # _lock guards the states and the client; it may be held while calling into paho.
+        # _ack_lock guards the in-flight table; paho's callbacks take only this one (paho
+        # holds its own message mutex while calling on_publish, so they must never wait
+        # for _lock).
+        self._lock = threading.RLock()
+        self._ack_lock = threading.Lock()
+        self._acked = threading.Condition(self._ack_lock)
+        self._early_acks: dict[int, bool] = {}  # mid -> refused, acks seen before the mid was recorded
+        self._client: Any = None
+        self._connected = False
+        self._conn: MqttConnection | None = None
+        self._announced: dict[str, bool] = {}
+        self._latest: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._dirty_avail: set[str] = set()
+        self._events: deque[tuple[str, dict[str, Any]]] = deque()
+        self._events_max = int(events_max)
+        # mid -> (kind, device, event payload, topic) of messages not yet acknowledged
+        self._inflight: dict[int, tuple[str, str | None, dict[str, Any] | None, str]] = {}
+        if will_devices:
+            self.set_will_devices(will_devices)
+
+    # -- configuration --------------------------------------------------------------
+    def set_will_devices(self, devices: list[str]) -> None:
+        """Serve exactly one known device: its availability becomes the last will.
+
+        Call before :meth:`start`.
+
+        Raises
+        ------
+        ValueError
+            More than one device (a connection carries one will), or called
+            after :meth:`start`.
+        """
+        if self._conn is not None:
+            raise ValueError("set_will_devices() must be called before start()")
+        devices = list(devices)
+        if len(devices) > 1:
+            raise ValueError("a connection carries one last will: give at most one will device; "
+                             "several devices use the daemon availability topic")
+        for d in devices:
+            check_device(d)
+        self.will_devices = devices
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id in use."""
+        if self._client_id_arg:
+            return self._client_id_arg
+        host = socket.gethostname().split(".")[0] or "host"
+        return f"ecgstream-{host}-{self.will_devices[0]}" if self.will_devices else f"ecgstream-{host}"
+
+    @property
+    def daemon_topic(self) -> str | None:
+        """``<prefix>/daemon/<client_id>/availability`` in multi-device mode, else ``None``."""
+        if self.will_devices:
+            return None
+        level = "".join("_" if c in "/+#\0" else c for c in self.client_id)
+        return f"{self.prefix}/daemon/{level}/availability"
+
+    def topic(self, device: str, kind: str) -> str:
+        """Topic of ``kind`` (``auth``, ``liveness``, ``events``, ``availability``) of a device."""
+        return f"{self.prefix}/{device}/{kind}"
+
+    @property
+    def will_topic(self) -> str:
+        """Topic of the last will."""
+        if self.will_devices:
+            return self.topic(self.will_devices[0], "availability")
+        assert self.daemon_topic is not None
+        return self.daemon_topic
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the broker is up now."""
+        return self._connected
+
+    # -- lifecycle ------------------------------------------------------------------
+    @property
+    def _generation(self) -> int:
+        return self._conn.generation if self._conn is not None else 0
+
+    def start(self) -> None:
+        """Start connecting; wait (at most ``connect_timeout_s``) for the first result.
+
+        Raises
+        ------
+        PublishError
+            With ``on_connect_failure="exit"``, when the first connection
+            fails (refused, wrong credentials, TLS verification) or does not
+            complete in time. The message says why.
+        """
+        if self._conn is not None:
+            return
+        timeout_s = self.link.connect_timeout_s
+        self._conn = conn = MqttConnection(
+            self.host, self.port, client_id=self.client_id, options=self.link,
+            will=(self.will_topic, "offline"), exit_on_first_failure=self.on_connect_failure == "exit", log=log,
+            configure=self._configure, on_up=self._on_up, on_lost=self._on_lost,
+            on_down=self._on_down)
+        conn.start()
+        conn.wait_first(timeout_s + 1.0)
+        if self.on_connect_failure == "exit" and not self._connected:
+            why = conn.last_error or f"no answer within {timeout_s:.0f} s"
+            conn.join(timeout_s + 2.0)
+            raise PublishError(f"MQTT broker {self.host}:{self.port}: {why}")
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection attempt failed (None after a success)."""
+        return self._conn.last_error if self._conn is not None else None
+
+    def close(self) -> None:
+        """Publish ``offline`` for announced devices, wait for acks (bounded), disconnect."""
+        deadline = time.monotonic() + self.close_timeout_s
+        with self._lock:
+            for device, online in self._announced.items():
+                if online:
+                    self._announced[device] = False
+                    if self._connected:
+                        self._send_avail(device)
+            connected = self._connected
+            if connected and self.daemon_topic is not None:
+                self._send(self.daemon_topic, "offline", retain=True, kind="daemon")
+            if not connected and self._conn is not None:
+                log.warning("MQTT close while disconnected from %s:%d: 'offline' not published "
+                            "(the last will on %s covers it)", self.host, self.port, self.will_topic)
+            if self._conn is not None:
+                self._conn.request_stop()
+            client = self._client
+        if connected:
+            with self._ack_lock:
+                while self._inflight and (left := deadline - time.monotonic()) > 0:
+                    self._acked.wait(left)
+                if self._inflight:
+                    log.warning("MQTT close: %d message(s) not acknowledged within %.1f s",
+                                len(self._inflight), self.close_timeout_s)
+        if client is not None and connected and self._conn is not None:
+            self._conn.disconnect()
+        if self._conn is not None:
+            self._conn.join(max(1.0, deadline - time.monotonic() + 2.0))
+
+    # -- the daemon's calls -------------------------------------------------------------
+    def availability(self, device: str, online: bool) -> None:
+        """Announce a device; sent now, or on the next connection."""
+        check_device(device)
+        with self._lock:
+            self._announced[device] = bool(online)
+            if self._connected:
+                self._send_avail(device)
+            else:
+                self._dirty_avail.add(device)
+            self._update_queued()
+
+    def auth(self, device: str, payload: dict, valid_until: float) -> None:
+        """Publish a device's auth state (retained, QoS 1, v5 expiry at ``valid_until``)."""
+        self._state("auth", device, payload, valid_until)
+
+    def liveness(self, device: str, payload: dict, valid_until: float) -> None:
+        """Publish a device's liveness state (retained, QoS 1, v5 expiry at ``valid_until``)."""
+        self._state("liveness", device, payload, valid_until)
+
+    def event(self, device: str, payload: dict) -> None:
+        """Publish a change event (not retained, QoS 1); queued while disconnected."""
+        check_device(device)
+        check_payload(payload)
+        encode(payload)
+        with self._lock:
+            if self._connected:
+                self._send(self.topic(device, "events"), encode(payload), retain=False,
+                           kind="event", device=device, payload=payload)
+            else:
+                self._queue_event(device, payload)
+            self._update_queued()
+
+    # -- internals (hold self._lock) ----------------------------------------------------
+    def _state(self, kind: str, device: str, payload: dict, valid_until: float) -> None:
+        check_device(device)
+        check_payload(payload)
+        encode(payload)
+        with self._lock:
+            self._latest[(device, kind)] = (dict(payload), float(valid_until))
+            if self._connected:
+                self._send_state(device, kind)
+            else:
+                self._dirty.add((device, kind))
+            self._update_queued()
+
+    def _queue_event(self, device: str, payload: dict[str, Any], front: bool = False) -> None:
+        if len(self._events) >= self._events_max:
+            if front:
+                self._count_dropped(1, "event queue full")
+                return
+            self._events.popleft()
+            self._count_dropped(1, "event queue full")
+        if front:
+            self._events.appendleft((device, payload))
+        else:
+            self._events.append((device, payload))
+
+    def _count_dropped(self, n: int, why: str) -> None:
+        before = self.stats.dropped
+        self.stats.dropped += n
+        if before == 0 or before // 100 != self.stats.dropped // 100:
+            log.warning("MQTT: %s while disconnected from %s:%d: oldest events dropped (%d so far)",
+                        why, self.host, self.port, self.stats.dropped)
+
+    def _update_queued(self) -> None:
+        self.stats.queued = len(self._dirty) + len(self._dirty_avail) + len(self._events)
+
+    def _send_avail(self, device: str) -> None:
+        word = "online" if self._announced[device] else "offline"
+        self._send(self.topic(device, "availability"), word, retain=True, kind="availability")
+
+    def _send_state(self, device: str, kind: str) -> None:
+        payload, valid_until = self._latest[(device, kind)]
+        now = self.clock()
+        if valid_until <= now:
+            payload, valid_until = stale_replacement(kind, payload, valid_until, now)
+            self._latest[(device, kind)] = (payload, valid_until)
+        props = None
+        if self.link.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = max(1, math.floor(valid_until - now))  # never outlives it
+            props.ContentType = "application/json"
+        self._send(self.topic(device, kind), encode(payload), retain=True, kind=kind, props=props)
+
+    def _send(self, topic: str, text: str, retain: bool, kind: str, props: Any = None,
+              device: str | None = None, payload: dict[str, Any] | None = None) -> None:
+        client = self._client
+        info = client.publish(topic, text, qos=1, retain=retain, properties=props)
+        if info.rc == 0:
+            # Only events are kept for requeueing; states are republished from _latest.
+            with self._ack_lock:
+                if info.mid in self._early_acks:
+                    if self._early_acks.pop(info.mid):
+                        self.stats.dropped += 1
+                        log.warning("MQTT broker refused the publish to %s", topic)
+                    else:
+                        self.stats.published += 1
+                else:
+                    self._inflight[info.mid] = (kind, device, payload if kind == "event" else None, topic)
+            return
+        log.warning("MQTT publish to %s failed (rc %d): connection lost", topic, info.rc)
+        if kind == "event" and device is not None and payload is not None:
+            self._queue_event(device, payload)
+
+    def _flush(self) -> None:
+        """After a (re)connect: online, the latest states, then queued events."""
+        if self.daemon_topic is not None:
+            self._send(self.daemon_topic, "online", retain=True, kind="daemon")
+        for device in self._announced:
+            self._send_avail(device)
+        for device, kind in list(self._latest):
+            self._send_state(device, kind)
+        self._dirty.clear()
+        self._dirty_avail.clear()
+        while self._events and self._connected:
+            device, payload = self._events.popleft()
+            self._send(self.topic(device, "events"), encode(payload), retain=False,
+                       kind="event", device=device, payload=payload)
+        self._update_queued()
+
+    # -- the connection's hooks ---------------------------------------------------------
+    def _configure(self, c: Any, gen: int) -> None:
+        """Attach the acknowledgement callback to a fresh client of generation ``gen``."""
+
+        def on_publish(client: Any, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
+            with self._ack_lock:
+                if gen != self._generation:
+                    return
+                entry = self._inflight.pop(mid, None)
+                refused = bool(getattr(rc, "is_failure", False))
+                if entry is None:
+                    self._early_acks[mid] = refused
+                elif refused:
+                    self.stats.dropped += 1
+                    log.warning("MQTT broker refused the publish to %s: %s", entry[3], rc)
+                else:
+                    self.stats.published += 1
+                self._acked.notify_all()
+
+        c.on_publish = on_publish
+
+    def _on_up(self, client: Any, first: bool) -> None:
+        """Connected: republish online, the latest states and the queued events."""
+        with self._lock:
+            self._client = client
+            self._connected = True
+            with self._ack_lock:
+                self._inflight.clear()
+                self._early_acks.clear()
+            self._flush()
+        if not first:
+            self.stats.reconnects += 1
+
+    def _on_lost(self) -> None:
+        self._connected = False  # a plain store from paho's thread; _on_down tidies up under _lock
+
+    def _on_down(self, client: Any, stopping: bool) -> None:
+        with self._lock:
+            self._connected = False
+            if not stopping:
+                self._requeue_inflight()
+
+    def _requeue_inflight(self) -> None:
+        """Events not acknowledged on a lost connection go back to the queue's front."""
+        with self._ack_lock:
+            events = [(d, p) for k, d, p, _ in self._inflight.values() if k == "event" and d and p]
+            self._inflight.clear()
+            self._early_acks.clear()
+            self._acked.notify_all()
+        for device, payload in reversed(events):
+            self._queue_event(device, payload, front=True)
+        self._dirty.update(self._latest)
+        self._dirty_avail.update(self._announced)
+        self._update_queued()
+
+
