@@ -204,3 +204,54 @@ def test_run_exits_non_zero_when_its_only_source_dies(store):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "/dev/nonexistent-ecg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_adaptation_runs_only_while_authenticated_and_live(model, store):
+    """Genuine beats adapt the device's template copy; the store's template is
+    untouched; an impostor (rejected) never adapts it; with adaptation off
+    nothing moves."""
+    from ecgstream.settings import AdaptationConfig
+
+    templates = _templates(store, model)
+    enrolled = np.array(templates["p01"].centroids)
+    x = np.concatenate([read_record(EX / "Person_01" / r, 0)[0] for r in ("rec_2", "rec_3")])
+    d, lines = _run(model, templates, MemorySource(x, 500.0))
+    assert "authenticated" in _states(lines)
+    assert d.stats.adaptations > 0
+    moved = d.devices["dev1"].scorer.adapted_centroids(0)
+    assert not np.allclose(moved, enrolled)
+    assert float(moved[0] @ enrolled[0]) >= 0.9 - 1e-6  # the floor
+    np.testing.assert_array_equal(templates["p01"].centroids, enrolled)  # the stored template is not changed
+    xi = np.concatenate([read_record(EX / p / "rec_1", 0)[0] for p in ("Person_06", "Person_38")])
+    di, li = _run(model, templates, MemorySource(xi, 500.0))
+    assert "authenticated" not in _states(li) and di.stats.adaptations == 0
+    d0, _ = _run(model, templates, MemorySource(x, 500.0), adaptation_cfg=AdaptationConfig(enabled=False))
+    assert d0.stats.adaptations == 0
+    np.testing.assert_array_equal(d0.devices["dev1"].scorer.adapted_centroids(0), enrolled.astype(np.float32))
+
+
+def test_a_looped_recording_never_adapts_once_flagged(model, store):
+    """The genuine person's own recording looped: liveness flags the loop, the
+    state goes unknown, and no beat after the flag adapts the template."""
+    from ecgstream.daemon import Daemon
+    from ecgstream.publish import StdoutPublisher
+    from ecgstream.settings import DecisionConfig
+
+    x, fs, _ = read_record(EX / "Person_01" / "rec_2", 0)
+    looped = np.tile(x, 4)
+    templates = _templates(store, model)
+    buf = io.StringIO()
+    d = Daemon([MemorySource(looped, fs)], model, templates, StdoutPublisher(buf), default_subject="p01",
+               speed=None, decision_cfg=DecisionConfig(operating_point="eer"))
+    counts = []
+    orig = d._maybe_adapt
+
+    def spy(dev, b, e, dec, live):
+        before = d.stats.adaptations
+        orig(dev, b, e, dec, live)
+        counts.append((live.failed, d.stats.adaptations - before))
+
+    d._maybe_adapt = spy
+    assert d.run(threading.Event()) == 0
+    flagged = [n for failed, n in counts if failed]
+    assert flagged and sum(flagged) == 0
