@@ -258,6 +258,12 @@ def _markdown(res: dict, mit: list[dict], names: list[str], variants: dict, wors
         L.append("")
     L += ["Goal for ecgstream: Se >= 99.80 % and +P >= 99.80 % (best published offline "
           "figures about 99.90 / 99.91 %).", ""]
+    L += ["What is counted for ecgstream: the beats it emits. Detections that its flutter "
+          "rule withholds (sustained sinusoidal activity, Kuo-Dillman VF-filter leakage; "
+          "`BeatPipeline._flutter`, counted in `StreamStatus.flutter_suppressed`) are not "
+          "emitted, so they are neither TP nor FP; a real beat withheld by it is a FN. "
+          "The rule's thresholds were set on these same 48 records (only 207 has flutter), "
+          "so the first table is a fitted figure, not an independent test.", ""]
     L += ["CPU seconds over the MIT-BIH records: " + ", ".join(
         f"{n} {res['cpu_s'][n]:.0f} s" for n in names) + ".", ""]
     for n in names:
