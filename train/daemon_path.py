@@ -120,3 +120,36 @@ def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, opera
         "time_to_first_decision_s_p90": round(float(np.percentile(t_dec, 90)), 2) if t_dec else None,
         "runs": runs,
     }
+
+
+def enrolment_success(model: Any, data: str | None = None, persons: Iterable[int] | None = None) -> dict:
+    """Enrol from every (or the given persons') single 20 s ECG-ID record, as ``ecgstream enroll`` does.
+
+    Each record's good beats are also counted by ``ecgstream.dsp.extract_beats``;
+    the goal is that every record with at least ``MIN_BEATS`` good beats
+    enrols. Returns counts and the records that failed.
+    """
+    from ecgstream.data import ecgid_records, read_record
+    from ecgstream.dsp import extract_beats
+    from ecgstream.enroll import MIN_BEATS, EnrolError, enrol
+    from ecgstream.sources import open_source
+
+    keep = None if persons is None else set(persons)
+    cfg = model.dsp_config()
+    n = eligible = ok = ok_eligible = 0
+    failed: list[dict] = []
+    for r in ecgid_records(data):
+        if keep is not None and r.person not in keep:
+            continue
+        n += 1
+        x, fs, _ = read_record(r.path, 0)
+        good = sum(b.good for b in extract_beats(x, fs, cfg))
+        eligible += good >= MIN_BEATS
+        try:
+            enrol(open_source(f"wfdb:{r.path}?speed=max"), model, seconds=20.0)
+            ok += 1
+            ok_eligible += good >= MIN_BEATS
+        except EnrolError as exc:
+            failed.append({"record": r.name, "good_beats": int(good), "error": str(exc)})
+    return {"records": n, "with_min_beats": eligible, "min_beats": MIN_BEATS, "enrolled": ok,
+            "enrolled_of_those_with_min_beats": ok_eligible, "failed": failed}

@@ -200,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" (failed: {', '.join(f'{k}: {v}' for k, v in r['enrolment_failed'].items())})"
                      if r["enrolment_failed"] else ""))
         out["daemon_path"] = dp
+        from .daemon_path import enrolment_success
+
+        for label, persons in (("seed held-out", card["split"]["heldout_persons"]), ("all ECG-ID", None)):
+            es = enrolment_success(model, a.data, persons)
+            out.setdefault("enrolment", {})[label] = es
+            print(f"enrolment from one 20 s record ({label}): {es['enrolled']}/{es['records']} records enrol; "
+                  f"{es['enrolled_of_those_with_min_beats']}/{es['with_min_beats']} of those with >= "
+                  f"{es['min_beats']} good beats")
     if a.run:
         res = run_folds(Path(a.run), bs, float(card.normalisation["eps_mv"]))
         print_folds(res)
