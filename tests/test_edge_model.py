@@ -220,3 +220,57 @@ def test_card_metrics_match_a_rerun(model: EmbeddingModel):
     rows = compare(dict(model.card), reevaluate(model, bs))
     bad = [r for r in rows if not r[3]]
     assert len(rows) > 30 and not bad, bad
+
+
+def _with_cohort(copied, rng_seed: int = 0):
+    """The copied model with a z-norm score block and a cohort file beside it."""
+    from ecgstream.matching import Cohort
+
+    m, c = copied
+    card = json.loads(c.read_text())
+    dim = card["embedding"]["dim"]
+    v = np.random.default_rng(rng_seed).normal(size=(40, dim))
+    cohort = Cohort(v / np.linalg.norm(v, axis=1, keepdims=True), card["model_id"])
+    cohort.save(m.parent / "cohort.npz")
+    from edge import sha256_file
+
+    card["score"] = {"norm": "znorm", "cohort": {"file": "cohort.npz", "sha256": sha256_file(m.parent / "cohort.npz"),
+                                                 "id": cohort.id, "n": len(cohort)}}
+    c.write_text(json.dumps(card))
+    return m, c, cohort
+
+
+def test_a_znorm_card_loads_its_cohort_and_the_daemon_scores_with_it(copied):
+    m, _, cohort = _with_cohort(copied)
+    model = EmbeddingModel(m)
+    assert model.score_norm == "znorm" and model.cohort_id == cohort.id
+    e = model.embed(np.random.default_rng(1).normal(size=(3, model.window_len)))
+    t = e[0]
+    sc = model.scorer([t[None]])
+    mu, sd = cohort.stats(t[None])
+    np.testing.assert_allclose(sc.scores(e)[:, 0], (e.astype(np.float64) @ t - mu[0]) / sd[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("sha", "sha256"),
+    ("missing", "not found"),
+    ("id", "names"),
+    ("nocohort", "needs 'score.cohort'"),
+    ("norm", "'score.norm' must be"),
+])
+def test_a_bad_cohort_is_refused(copied, edit, match):
+    m, c, _ = _with_cohort(copied)
+    card = json.loads(c.read_text())
+    if edit == "sha":
+        card["score"]["cohort"]["sha256"] = "0" * 64
+    elif edit == "missing":
+        (m.parent / "cohort.npz").unlink()
+    elif edit == "id":
+        card["score"]["cohort"]["id"] = "cohort-000000000000"
+    elif edit == "nocohort":
+        del card["score"]["cohort"]
+    elif edit == "norm":
+        card["score"]["norm"] = "snorm"
+    c.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=match):
+        EmbeddingModel(m)
