@@ -1,8 +1,8 @@
 """Public Python API: beats, embeddings, scores, and verification of two recordings.
 
 Everything here runs locally on the shipped int8 model (LiteRT, no
-TensorFlow) and scores with :mod:`ecgstream.matching`, exactly as the daemon
-does.
+TensorFlow) through the daemon's own stages (:class:`~ecgstream.pipeline.Embedder`,
+:class:`~ecgstream.pipeline.Matcher`), so every score is the daemon's.
 
 Examples
 --------
@@ -25,6 +25,7 @@ import numpy as np
 from .data import read_record
 from .dsp import DspConfig, extract_beats
 from .matching import fuse, make_template, quality_weights
+from .pipeline import Embedder, Matcher
 from .types import Beat
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,7 +120,7 @@ def embed_beats(beats: list[Beat] | np.ndarray, model: EmbeddingModel | None = N
         if not beats:
             return np.zeros((0, m.embedding_dim), dtype=np.float32)
         windows = np.stack([np.asarray(b.window) for b in beats])
-    return m.embed(windows)
+    return Embedder(m).push_windows(windows)
 
 
 def score_beats(embeddings: np.ndarray, template: np.ndarray, model: EmbeddingModel | None = None) -> np.ndarray:
@@ -132,7 +133,7 @@ def score_beats(embeddings: np.ndarray, template: np.ndarray, model: EmbeddingMo
     are for; returns shape ``(n,)``.
     """
     m = model or default_model()
-    return m.scorer([np.atleast_2d(template)]).scores(embeddings)[:, 0]
+    return Matcher(["template"], [np.atleast_2d(template)], norm=m.score_norm, cohort=m.cohort).push(embeddings)[:, 0]
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,15 @@ and the one processing thread that owns all pipeline state (this module's
 the oldest chunk is dropped and counted (the pipeline sees the jump in sample
 index and marks a gap), so a slow consumer never blocks a network thread.
 
-Per device: a :class:`~ecgstream.dsp.BeatPipeline`, a
-:class:`~ecgstream.liveness.LivenessTracker`, a
-:class:`~ecgstream.matching.Scorer` (its own copy of the templates, which
-online adaptation may move within bounds) and a
-:class:`~ecgstream.decision.Decider`. Good beats from all devices that
-arrive together are embedded in one batch.
+The data flow of :meth:`Daemon._process` is the README's diagram: per
+device a :class:`~ecgstream.dsp.BeatPipeline` (chunks -> beats), then the
+stages of :mod:`ecgstream.pipeline`: one
+:class:`~ecgstream.pipeline.Embedder` for all devices (good beats that
+arrive together are embedded in one batch), and per device a
+:class:`~ecgstream.pipeline.Matcher` (its own copy of the templates, which
+online adaptation may move within bounds), a
+:class:`~ecgstream.pipeline.Decider` and a
+:class:`~ecgstream.pipeline.LivenessTracker`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from .decision import AUTHENTICATED, UNKNOWN, Decider, Thresholds
 from .dsp import BeatPipeline, DspConfig
-from .liveness import LivenessState, LivenessTracker
-from .matching import Scorer
+from .pipeline import (
+    UNKNOWN,
+    AuthDecision,
+    Decider,
+    Embedder,
+    LivenessState,
+    LivenessTracker,
+    Matcher,
+    Thresholds,
+)
 from .settings import AdaptationConfig, DecisionConfig, LivenessConfig
 from .sources.base import Source
 from .types import Beat, SampleChunk
@@ -71,7 +81,7 @@ class _Device:
         self.fs = fs_hz
         self.pipeline = BeatPipeline(device, fs_hz, daemon.dsp_cfg)
         self.liveness = LivenessTracker(fs_hz, daemon.liveness_cfg, daemon.rate_speed)
-        self.subjects, self.scorer = daemon.subjects_for(device)
+        self.subjects, self.matcher = daemon.subjects_for(device)
         self.decider = (
             Decider(self.subjects, daemon.thresholds, daemon.decision_cfg) if self.subjects else None
         )
@@ -145,6 +155,7 @@ class Daemon:
     ) -> None:
         self.sources = sources
         self.embedder = embedder
+        self.embed = Embedder(embedder)
         self.templates = templates
         self.publisher = publisher
         self.bindings = dict(bindings or {})
@@ -196,10 +207,10 @@ class Daemon:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
 
     # -- templates ---------------------------------------------------------
-    def subjects_for(self, device: str) -> tuple[list[str], Scorer | None]:
+    def subjects_for(self, device: str) -> tuple[list[str], Matcher | None]:
         """Subjects scored for ``device`` and the device's own matcher.
 
-        Each device gets its own :class:`~ecgstream.matching.Scorer`: online
+        Each device gets its own :class:`~ecgstream.pipeline.Matcher`: online
         adaptation moves that device's copy of its wearer's template, never
         the store's nor another device's.
         """
@@ -207,8 +218,9 @@ class Daemon:
         names = [subj] if subj else (sorted(self.templates) if self.identify else [])
         if not names:
             return [], None
-        return names, Scorer([self.templates[s].centroids for s in names], norm=self.score_norm,
-                             cohort=self.cohort)
+        return names, Matcher(names, [self.templates[s].centroids for s in names], norm=self.score_norm,
+                              cohort=self.cohort, adaptation=self.adaptation_cfg, policy=self._adapt_policy,
+                              window_beats=self.decision_cfg.window_beats)
 
     # -- source side (source threads) ---------------------------------------
     def _sink(self, chunk: SampleChunk) -> None:
@@ -299,83 +311,80 @@ class Daemon:
         return dev
 
     def _process(self, batch: list[SampleChunk]) -> None:
+        """One round: chunks -> beats -> embeddings -> scores -> decisions, liveness -> publisher.
+
+        Every chunk is pushed through its device's DSP first, remembering
+        what happened in stream order (beats, then the contact state after
+        the chunk); the good beats of the whole round are embedded in one
+        call; then each device's steps are replayed in order through its
+        liveness, matcher and decider.
+        """
         st = self.stats
-        # Push every chunk first, remembering what happened in stream order
-        # (beats, then the contact state after the chunk), embed all good
-        # beats of the batch in one call, then replay the steps in order.
         steps: list[tuple[_Device, list[Beat], float, bool]] = []
         for chunk in batch:
-            try:
-                dev = self._device(chunk)
-                beats = dev.pipeline.push(chunk)
-            except (TypeError, ValueError) as exc:
-                st.bad_chunks += 1
-                log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
-                continue
-            if st.first_chunk_s is None:
-                st.first_chunk_s = self.clock()
-            st.chunks += 1
-            st.samples += int(np.size(chunk.samples))
-            # Silence is judged by arrival, not by processing: under load a
-            # queued chunk must not make its device look silent.
-            dev.last_chunk_host = chunk.arrival_s or self.clock()
-            dev.silent = False
-            if chunk.gap_before:
-                # Time the device was away is not a slow sample clock.
-                dev.liveness.reset_rate()
-            dev.stream_t = dev.pipeline.status.next_sample / dev.fs
-            dev.liveness.on_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host)
-            steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))
-        good = [b.window for dev, beats, _, _ in steps if dev.decider is not None
-                for b in beats if self._matchable(b)]
-        emb = self.embedder.embed(np.stack(good)) if good else None
+            dev_beats = self._push_chunk(chunk)
+            if dev_beats is not None:
+                dev, beats = dev_beats
+                steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))
+        good = [b for dev, beats, _, _ in steps if dev.matcher is not None for b in beats if self._matchable(b)]
+        emb = self.embed.push(good)
         st.beats_embedded += len(good)
         gi = 0
         for dev, beats, arrival, off in steps:
             st.beats += len(beats)
             for b in beats:
-                dev.liveness.on_beat(b)
-                live = dev.liveness.state(off)
-                if dev.decider is not None and emb is not None and self._matchable(b):
-                    st.beats_good += 1
+                live = dev.liveness.push(b, off)
+                if dev.matcher is not None and dev.decider is not None and emb is not None and self._matchable(b):
                     e = emb[gi]
                     gi += 1
-                    assert dev.scorer is not None
-                    d = dev.decider.add_beat(b.r_time_s, dev.scorer.scores(e)[0], live.failed)
-                    self._maybe_adapt(dev, b, e, d, live)
-                    if dev.device not in st.first_decision_s and d.state != UNKNOWN:
-                        st.first_decision_s[dev.device] = b.r_time_s
-                    if self._publish_auth(dev, d, force=d.changed):
-                        st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
+                    self._decide(dev, b, e, live, arrival)
                 self._publish_liveness(dev, live)
             self._contact(dev, off)
 
-    def _maybe_adapt(self, dev: _Device, b: Beat, e: np.ndarray, d: Any, live: LivenessState) -> None:
-        """Fold a beat into the device's template copy when the evidence is beyond doubt.
+    def _push_chunk(self, chunk: SampleChunk) -> tuple[_Device, list[Beat]] | None:
+        """DSP of one chunk, and its arrival counted for liveness; None if it was refused."""
+        st = self.stats
+        try:
+            dev = self._device(chunk)
+            beats = dev.pipeline.push(chunk)
+        except (TypeError, ValueError) as exc:
+            st.bad_chunks += 1
+            log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
+            return None
+        if st.first_chunk_s is None:
+            st.first_chunk_s = self.clock()
+        st.chunks += 1
+        st.samples += int(np.size(chunk.samples))
+        # Silence is judged by arrival, not by processing: under load a
+        # queued chunk must not make its device look silent.
+        dev.last_chunk_host = chunk.arrival_s or self.clock()
+        dev.silent = False
+        dev.stream_t = dev.pipeline.status.next_sample / dev.fs
+        dev.liveness.push_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host,
+                                  chunk.gap_before)
+        return dev, beats
 
-        Only a fully good beat (not a warm-up one), while the device is
-        ``authenticated`` on a full window, positively live, and the fused
-        score clears the threshold by ``margin``: never from ``unknown``, a
-        liveness failure or a flagged beat. How far the template may move is
-        :class:`~ecgstream.matching.AdaptationPolicy`'s business (rate, floor).
-        """
-        cfg = self.adaptation_cfg
-        if not cfg.enabled or dev.scorer is None or d.state != AUTHENTICATED or d.subject is None:
-            return
-        if not b.good or not live.live or live.failed or d.threshold is None or d.score is None:
-            return
-        if d.beats_used < self.decision_cfg.window_beats or d.score < d.threshold + cfg.margin:
-            return
-        dev.scorer.adapt(dev.subjects.index(d.subject), e, self._adapt_policy)
-        self.stats.adaptations += 1
+    def _decide(self, dev: _Device, b: Beat, e: np.ndarray, live: LivenessState, arrival: float) -> None:
+        """One matchable beat: match, decide, adapt, publish."""
+        st = self.stats
+        assert dev.matcher is not None and dev.decider is not None
+        st.beats_good += 1
+        d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed)
+        if dev.matcher.adapt(b, e, d, live):
+            st.adaptations += 1
+        if dev.device not in st.first_decision_s and d.state != UNKNOWN:
+            st.first_decision_s[dev.device] = b.r_time_s
+        if self._publish_auth(dev, d, force=d.changed):
+            st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
 
     def _matchable(self, b: Beat) -> bool:
         return b.good or (self.decision_cfg.match_warmup_beats and b.flags == _WARMUP_ONLY)
 
     def _contact(self, dev: _Device, off: bool) -> None:
         if off and not dev.leads_off:
-            dev.liveness.reset_beats()
-            dev.liveness.loop_flagged_at_s = None
+            dev.liveness.reset("leads off")
+            if dev.matcher is not None:
+                dev.matcher.reset("leads off")
             if dev.decider is not None:
                 self._publish_auth(dev, dev.decider.reset("leads off"), force=True)
             self._publish_liveness(dev, dev.liveness.state(True), force=True)
@@ -399,7 +408,7 @@ class Daemon:
             self._publish_liveness(dev, live)
 
     # -- publishing ----------------------------------------------------------
-    def _publish_auth(self, dev: _Device, d: Any, force: bool) -> bool:
+    def _publish_auth(self, dev: _Device, d: AuthDecision, force: bool) -> bool:
         from .publish import auth_payload
 
         now = self.clock()

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from .dsp import BeatPipeline
-from .matching import Scorer, beat_scores, make_template, quality_weights
+from .matching import beat_scores, make_template, quality_weights
+from .pipeline import Embedder, Matcher
 from .sources.base import Source
 from .types import SampleChunk
 
@@ -141,14 +142,14 @@ def enrol(
             f"only {len(windows)} good beats in {state['t']:.1f} s of signal "
             f"(need {min_beats}); check the electrodes and keep still"
         )
-    emb = embedder.embed(np.stack(windows))
+    emb = Embedder(embedder).push_windows(np.stack(windows))
     centroid = make_template(emb, quality_weights(emb))
     s = beat_scores(emb, centroid).ravel()
     cohort = getattr(embedder, "cohort", None)
     match = None
     if against is not None:
         norm = str(embedder.card.get("score", {}).get("norm", "none"))
-        match = float(Scorer([against.centroids], norm=norm, cohort=cohort).scores(emb).mean())
+        match = float(Matcher([against.subject], [against.centroids], norm=norm, cohort=cohort).push(emb).mean())
     quality = {
         "score_mean": float(s.mean()),
         "score_p10": float(np.percentile(s, 10)),

@@ -461,7 +461,7 @@ def test_early_rate_check_flags_a_fast_device_within_a_second():
     is flagged after about 0.5 s of host time; one at the declared rate (with 0.1 s
     chunks and +-30 ms jitter) never is.
     """
-    from ecgstream.liveness import LivenessTracker
+    from ecgstream.pipeline.liveness import LivenessTracker
     from ecgstream.settings import LivenessConfig
 
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecgstream.dsp import extract_beats
-from ecgstream.liveness import LivenessTracker
+from ecgstream.pipeline.liveness import LivenessTracker
 from ecgstream.settings import LivenessConfig
 
 

@@ -11,7 +11,6 @@ import struct
 import numpy as np
 import pytest
 
-from ecgstream import templates as tm
 from ecgstream.matching import make_template
 from ecgstream.templates import (
     FORMAT_VERSION,
@@ -25,6 +24,7 @@ from ecgstream.templates import (
     load_key,
     parse_key,
 )
+from ecgstream.templates import store as tm
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

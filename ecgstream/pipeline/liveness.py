@@ -1,0 +1,260 @@
+"""The liveness stage: is a real, living heart on the electrodes right now?
+
+Checks, each with a reason string when it fails:
+
+* ``leads off``: the stream reports lead-off, unreadable or flat signal.
+* ``heart rate``: median RR of recent beats outside the plausible range.
+* ``variability``: RR coefficient of variation too low (a generated,
+  metronomic rhythm) or too high (not a rhythm).
+* ``quality``: too few good beats among recent beats.
+* ``rate``: samples arrive at a rate that differs from the declared one
+  (a device or replay that lies about its clock): over windows of 5-30 s
+  of host time within ``rate_tolerance``; before the first 5 s, a coarser
+  check (the tolerance plus 0.5 s of samples) so that a fast device is
+  flagged within about a second, before a first decision.
+* ``loop``: the recent RR sequence (in source samples, to +-2 ms) repeats
+  an earlier stretch of the same stream exactly, at least
+  ``loop_min_period_s`` ago, and the beats there have the same shape: a
+  looped or replayed recording. Hearts never repeat 6 intervals to 2 ms with the same beat shapes.
+
+Limits, stated plainly: a high-fidelity replay of the genuine person's own,
+never-looped ECG through a waveform generator passes every check here; it is
+a known open attack on ECG biometrics (Eberz et al., NDSS 2017). Liveness
+also needs a few beats: until ``window_beats`` are seen it reports
+``live: false`` with reason ``warming up``, which does not by itself block
+authentication (see :mod:`ecgstream.pipeline.decide`): only a positive failure does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..settings import LivenessConfig
+from ..types import Beat
+
+__all__ = ["LivenessState", "LivenessTracker"]
+
+_FP_POINTS = 16
+#: Seconds of samples a window shorter than 5 s may be ahead or behind the declared rate.
+EARLY_RATE_SLACK_S = 0.5
+
+
+@dataclass(frozen=True)
+class LivenessState:
+    """Outcome of the liveness checks for one device."""
+
+    live: bool
+    leads_on: bool
+    heart_rate_bpm: float | None
+    signal_quality: float | None
+    rr_cv: float | None
+    reasons: tuple[str, ...]
+    warming_up: bool
+    rate_declared_hz: float
+    rate_measured_hz: float | None
+
+    @property
+    def failed(self) -> str | None:
+        """The reasons of a positive failure (not warming up), or None."""
+        if self.live or self.warming_up and self.reasons == ("warming up",):
+            return None
+        hard = [r for r in self.reasons if r != "warming up"]
+        return "; ".join(hard) if hard else None
+
+
+class LivenessTracker:
+    """Liveness state of one device stream.
+
+    Parameters
+    ----------
+    fs_hz : float
+        Declared source rate.
+    cfg : LivenessConfig
+    expected_speed : float or None
+        Replay speed factor (1 for a live device); None disables the rate
+        check (replay as fast as possible).
+    """
+
+    def __init__(self, fs_hz: float, cfg: LivenessConfig, expected_speed: float | None = 1.0) -> None:
+        self.fs = float(fs_hz)
+        self.cfg = cfg
+        self.expected_speed = expected_speed
+        self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
+        n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
+        self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
+        self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float16)  # ~50 kB per device for 5 min
+        self._t = np.zeros(n_hist)  # R times (s)
+        self._n = 0
+        self._tol = max(1, round(0.002 * self.fs))
+        self._rate_t0: float | None = None
+        self._rate_n = 0
+        self._rate_hz: float | None = None
+        self._rate_span = 0.0
+        self.loop_flagged_at_s: float | None = None
+
+    def reset_beats(self) -> None:
+        """Forget recent beats (gap or leads off); the loop history is kept."""
+        self._recent.clear()
+
+    def reset(self, reason: str = "leads off") -> None:
+        """A new contact: forget recent beats and the loop flag (the loop history stays,
+        so a loop that continues is flagged again within a few beats)."""
+        self.reset_beats()
+        self.loop_flagged_at_s = None
+
+    # -- the stage contract ------------------------------------------------
+    def push_samples(self, n: int, host_s: float, gap_before: bool = False) -> None:
+        """One chunk's ``n`` samples arrived at host time ``host_s``.
+
+        After a gap the arrival history restarts (time the device was away
+        is not a slow sample clock).
+        """
+        if gap_before:
+            self.reset_rate()
+        self.on_samples(n, host_s)
+
+    def push(self, beat: Beat, leads_off: bool) -> LivenessState:
+        """Record one beat (good or not) and evaluate every check after it."""
+        self.on_beat(beat)
+        return self.state(leads_off)
+
+    # -- inputs ----------------------------------------------------------
+    def on_samples(self, n: int, host_s: float) -> None:
+        """Count ``n`` samples that arrived at host time ``host_s``."""
+        if self._rate_t0 is None:
+            self._rate_t0 = host_s
+            self._rate_n = 0
+            self._rate_span = 0.0
+            return
+        self._rate_n += n
+        span = host_s - self._rate_t0
+        self._rate_span = span
+        if span >= 5.0:
+            self._rate_hz = self._rate_n / span
+        if span >= 30.0:  # sliding: restart the window, keep the last estimate
+            self._rate_t0, self._rate_n, self._rate_span = host_s, 0, 0.0
+
+    def reset_rate(self) -> None:
+        """Forget the arrival history (after a gap: a reconnect, lost messages).
+
+        The next chunk starts a new window; until it spans 5 s the early
+        check of :meth:`state` applies again.
+        """
+        self._rate_t0 = None
+        self._rate_n = 0
+        self._rate_span = 0.0
+        self._rate_hz = None
+
+    def _early_rate(self, expect: float) -> float | None:
+        """Arrival rate of a window shorter than 5 s when it is clearly off, else None.
+
+        Before the first 5-second estimate a device that sends at another
+        rate than it declares would otherwise pass for the first seconds,
+        long enough for a decision (a genuine replay at 2x is decided in
+        about 2.5 s of host time). Samples received are compared with the
+        declared rate over the window with the relative tolerance plus a
+        slack of :data:`EARLY_RATE_SLACK_S` seconds of samples, which absorbs
+        chunking and a start-up burst: at 2x the flag comes after about
+        0.5 s.
+        """
+        span = self._rate_span
+        if self._rate_hz is not None or span <= 0.0:
+            return None
+        tol = self.cfg.rate_tolerance
+        slack = EARLY_RATE_SLACK_S * expect
+        n = self._rate_n
+        if expect * span * (1 - tol) - slack <= n <= expect * span * (1 + tol) + slack:
+            return None
+        return n / span
+
+    def on_beat(self, beat: Beat) -> None:
+        """Record one beat (good or not)."""
+        self._recent.append(beat)
+        if not np.isfinite(beat.rr_s):
+            return
+        i = self._n % self._rr.size
+        self._rr[i] = round(beat.rr_s * self.fs)
+        w = beat.window
+        idx = np.linspace(0, w.size - 1, _FP_POINTS).astype(int)
+        self._fp[i] = w[idx]
+        self._t[i] = beat.r_time_s
+        self._n += 1
+        if self.loop_flagged_at_s is None and self._looped():
+            self.loop_flagged_at_s = beat.r_time_s
+
+    # -- checks ----------------------------------------------------------
+    def _looped(self) -> bool:
+        m = self.cfg.loop_match_beats
+        n = min(self._n, self._rr.size)
+        if n < 2 * m:
+            return False
+        order = (np.arange(self._n - n, self._n)) % self._rr.size
+        rr = self._rr[order]
+        t = self._t[order]
+        fp = self._fp[order].astype(np.float32)
+        last = rr[-m:]
+        # Earlier stretches ending at position j (exclusive of the last m).
+        win = np.lib.stride_tricks.sliding_window_view(rr[:-m], m)
+        hit = np.all(np.abs(win - last) <= self._tol, axis=1)
+        if not hit.any():
+            return False
+        t_now = t[-1]
+        fp_last = fp[-m:]
+        ptp = float(np.ptp(fp_last)) or 1.0
+        for j in np.flatnonzero(hit):
+            if t_now - t[j + m - 1] < self.cfg.loop_min_period_s:
+                continue
+            if np.max(np.abs(fp[j:j + m] - fp_last)) <= 0.05 * ptp:
+                return True
+        return False
+
+    def state(self, leads_off: bool) -> LivenessState:
+        """Evaluate all checks now."""
+        cfg = self.cfg
+        reasons: list[str] = []
+        beats = list(self._recent)
+        rr = np.array([b.rr_s for b in beats if np.isfinite(b.rr_s)])
+        hr = float(60.0 / np.median(rr)) if rr.size else None
+        cv = float(np.std(rr) / np.mean(rr)) if rr.size >= 3 else None
+        q = float(np.mean([b.good for b in beats])) if beats else None
+        warming = len(beats) < cfg.window_beats
+        if leads_off:
+            reasons.append("leads off")
+        if warming and not leads_off:
+            reasons.append("warming up")
+        if hr is not None and rr.size >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
+            reasons.append(f"heart rate {hr:.0f}/min implausible")
+        if cv is not None and not warming:
+            if cv < cfg.min_rr_cv:
+                reasons.append(f"RR too regular (cv {cv:.4f})")
+            elif cv > cfg.max_rr_cv:
+                reasons.append(f"RR irregular beyond a rhythm (cv {cv:.2f})")
+        if q is not None and not warming and q < cfg.min_quality:
+            reasons.append(f"signal quality {q:.2f}")
+        measured = self._rate_hz
+        if self.expected_speed:
+            expect = self.fs * self.expected_speed
+            if self._rate_hz is not None:
+                if abs(self._rate_hz - expect) > cfg.rate_tolerance * expect:
+                    reasons.append(f"rate {self._rate_hz:.1f} Hz, declared {expect:.1f} Hz")
+            else:
+                early = self._early_rate(expect)
+                if early is not None:
+                    measured = early
+                    reasons.append(f"rate {early:.1f} Hz, declared {expect:.1f} Hz")
+        if self.loop_flagged_at_s is not None:
+            reasons.append("looped or replayed recording")
+        return LivenessState(
+            live=not reasons,
+            leads_on=not leads_off,
+            heart_rate_bpm=hr,
+            signal_quality=q,
+            rr_cv=cv,
+            reasons=tuple(reasons),
+            warming_up=warming,
+            rate_declared_hz=self.fs,
+            rate_measured_hz=measured,
+        )
