@@ -218,7 +218,7 @@ def test_adaptation_runs_only_while_authenticated_and_live(model, store):
     d, lines = _run(model, templates, MemorySource(x, 500.0))
     assert "authenticated" in _states(lines)
     assert d.stats.adaptations > 0
-    moved = d.devices["dev1"].scorer.adapted_centroids(0)
+    moved = d.devices["dev1"].matcher.scorer.adapted_centroids(0)
     assert not np.allclose(moved, enrolled)
     assert float(moved[0] @ enrolled[0]) >= 0.9 - 1e-6  # the floor
     np.testing.assert_array_equal(templates["p01"].centroids, enrolled)  # the stored template is not changed
@@ -227,7 +227,8 @@ def test_adaptation_runs_only_while_authenticated_and_live(model, store):
     assert "authenticated" not in _states(li) and di.stats.adaptations == 0
     d0, _ = _run(model, templates, MemorySource(x, 500.0), adaptation_cfg=AdaptationConfig(enabled=False))
     assert d0.stats.adaptations == 0
-    np.testing.assert_array_equal(d0.devices["dev1"].scorer.adapted_centroids(0), enrolled.astype(np.float32))
+    np.testing.assert_array_equal(d0.devices["dev1"].matcher.scorer.adapted_centroids(0),
+                                  enrolled.astype(np.float32))
 
 
 def test_a_looped_recording_never_adapts_once_flagged(model, store):
@@ -244,14 +245,19 @@ def test_a_looped_recording_never_adapts_once_flagged(model, store):
     d = Daemon([MemorySource(looped, fs)], model, templates, StdoutPublisher(buf), default_subject="p01",
                speed=None, decision_cfg=DecisionConfig(operating_point="eer"))
     counts = []
-    orig = d._maybe_adapt
+    from ecgstream.pipeline import Matcher
 
-    def spy(dev, b, e, dec, live):
-        before = d.stats.adaptations
-        orig(dev, b, e, dec, live)
-        counts.append((live.failed, d.stats.adaptations - before))
+    orig = Matcher.adapt
 
-    d._maybe_adapt = spy
-    assert d.run(threading.Event()) == 0
+    def spy(self, b, e, dec, live):
+        adapted = orig(self, b, e, dec, live)
+        counts.append((live.failed, int(adapted)))
+        return adapted
+
+    Matcher.adapt = spy
+    try:
+        assert d.run(threading.Event()) == 0
+    finally:
+        Matcher.adapt = orig
     flagged = [n for failed, n in counts if failed]
     assert flagged and sum(flagged) == 0

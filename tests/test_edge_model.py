@@ -55,7 +55,9 @@ def test_loads_without_tensorflow():
 
 def test_card_matches_model(model: EmbeddingModel):
     card = model.card
-    assert card["format_version"] == 1
+    from edge import CARD_FORMAT_VERSION
+
+    assert card["format_version"] == CARD_FORMAT_VERSION
     assert card["sha256"] == sha256_file(default_model_path())
     assert model.model_id == f"ecgstream-embed-{card['sha256'][:12]}"
     assert card["model_file"] == default_model_path().name
@@ -70,6 +72,9 @@ def test_card_matches_model(model: EmbeddingModel):
         assert -1 <= block["eer"] <= block["far_0.001"] <= 1
     assert card["training"]["command"].startswith("python -m train")
     assert card["split"]["heldout_persons"]
+    assert th["calibrated_on"].startswith("5-fold cross-validation over 90 ECG-ID persons")
+    assert card["score"]["norm"] in ("none", "znorm")
+    assert (card["score"]["norm"] == "znorm") == (model.cohort is not None)
 
 
 def test_dsp_cuts_the_beats_the_model_was_trained_on(model: EmbeddingModel):
