@@ -87,6 +87,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="model-card threshold used (default eer; the daemon's default is far_0.001)")
     d.set_defaults(func=cmd_demo)
 
+    from . import cli_trust  # watch, device-key
+
+    cli_trust.add_parsers(sub, common)
     try:
         from . import cli_verify
     except ImportError:  # pragma: no cover - cli_verify ships with the package
