@@ -117,9 +117,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace, command: str):  # noqa: ANN202
     from .commands import open_context
     from .msgauth import DeviceKeyStore
+    from .templates import TemplateError
 
-    ctx = open_context(args, command)
-    return DeviceKeyStore.beside(ctx.store)
+    ctx = open_context(args, command, store=False)
+    try:
+        return DeviceKeyStore.for_config(ctx.cfg)
+    except (KeyError, TemplateError) as exc:  # no or a bad template key: a configuration problem
+        from .commands import CommandExit, _config_error
+
+        raise CommandExit(_config_error(exc)) from None
 
 
 def cmd_device_key_add(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from .liveness import LivenessState, LivenessTracker
 from .matching import Scorer
 from .settings import AdaptationConfig, DecisionConfig, LivenessConfig
 from .sources.base import Source
+from .trust import Trust
 from .types import Beat, SampleChunk
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class Daemon:
         notifier: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        trust: Trust | None = None,
     ) -> None:
         self.sources = sources
         self.embedder = embedder
@@ -194,6 +196,8 @@ class Daemon:
                 raise KeyError(f"subject {subj!r} bound to device {dev!r} has no template; enrol first")
         if default_subject is not None and default_subject not in templates:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
+        self.trust = trust if trust is not None else Trust()  # ecgstream/trust.py: input, attempt limits
+        self.trust.attach(self)
 
     # -- templates ---------------------------------------------------------
     def subjects_for(self, device: str) -> tuple[list[str], Scorer | None]:
@@ -382,6 +386,7 @@ class Daemon:
         dev.leads_off = off
 
     def _tick(self, now: float) -> None:
+        self.trust.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
             silent_for = now - dev.last_chunk_host
@@ -405,6 +410,7 @@ class Daemon:
         now = self.clock()
         if not force and now - dev.last_auth_pub < self.publish_interval_s:
             return False
+        d = self.trust.decision(self, dev, d)
         if d.changed:
             self._event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
         dev.last_auth_pub = now
