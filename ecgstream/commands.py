@@ -87,6 +87,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="model-card threshold used (default eer; the daemon's default is far_0.001)")
     d.set_defaults(func=cmd_demo)
 
+    from . import cli_trust  # watch, device-key
+
+    cli_trust.add_parsers(sub, common)
     try:
         from . import cli_verify
     except ImportError:  # pragma: no cover - cli_verify ships with the package
@@ -340,6 +343,10 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     elif uri.startswith(("mqtt:", "mqtts:")):
         src_kwargs.update(_mqtt_kwargs(cfg))
     source = open_source(uri, **src_kwargs)
+    from .trust import Trust
+
+    trust = Trust(cfg.attempts, cfg.input)
+    trust.configure_source(source, _device_keys(cfg, source), set(cfg.devices))
     if cfg.mqtt.host:
         # A connection carries one last will: with one known device it is that
         # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
@@ -358,8 +365,17 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         queue_max_chunks=cfg.daemon.queue_max_chunks,
         publish_interval_s=cfg.daemon.publish_interval_s,
         exit_when_sources_end=uri.startswith(("wfdb:", "synthetic:")),
-        notifier=notifier, **kw,
+        notifier=notifier, trust=trust, **kw,
     )
+
+
+def _device_keys(cfg, source) -> dict[str, bytes]:
+    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on."""
+    if cfg.input.message_auth == "off" or not hasattr(source, "verifier"):
+        return {}
+    from .msgauth import DeviceKeyStore
+
+    return DeviceKeyStore.for_config(cfg).load_all()
 
 
 def _tls(cfg) -> Any:

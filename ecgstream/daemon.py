@@ -43,6 +43,7 @@ from .pipeline import (
 )
 from .settings import AdaptationConfig, DecisionConfig, LivenessConfig
 from .sources.base import Source
+from .trust import Trust
 from .types import Beat, SampleChunk
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Daemon:
         notifier: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        trust: Trust | None = None,
     ) -> None:
         self.sources = sources
         self.embedder = embedder
@@ -205,6 +207,8 @@ class Daemon:
                 raise KeyError(f"subject {subj!r} bound to device {dev!r} has no template; enrol first")
         if default_subject is not None and default_subject not in templates:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
+        self.trust = trust if trust is not None else Trust()  # ecgstream/trust.py: input, attempt limits
+        self.trust.attach(self)
 
     # -- templates ---------------------------------------------------------
     def subjects_for(self, device: str) -> tuple[list[str], Matcher | None]:
@@ -391,6 +395,7 @@ class Daemon:
         dev.leads_off = off
 
     def _tick(self, now: float) -> None:
+        self.trust.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
             silent_for = now - dev.last_chunk_host
@@ -414,6 +419,7 @@ class Daemon:
         now = self.clock()
         if not force and now - dev.last_auth_pub < self.publish_interval_s:
             return False
+        d = self.trust.decision(self, dev, d)
         if d.changed:
             self._event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
         dev.last_auth_pub = now

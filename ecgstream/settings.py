@@ -14,9 +14,9 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .fields import Bool, Float, Int, Text, check, section
+from .fields import Bool, Float, Int, Text, check, one_of, section, within
 
-__all__ = ["AdaptationConfig", "DecisionConfig", "LivenessConfig"]
+__all__ = ["AdaptationConfig", "AttemptsConfig", "DecisionConfig", "InputConfig", "LivenessConfig"]
 
 
 @section
@@ -121,3 +121,52 @@ class AdaptationConfig:
         from .matching import AdaptationPolicy
 
         return AdaptationPolicy(rate=self.rate, floor=self.floor)
+
+
+# -- the trust boundary (issue 11): ecgstream/attempts.py, ecgstream/trust.py ------------------
+@section
+class AttemptsConfig:
+    """Limits on failed attempts (NIST SP 800-63B, 5.2.3: a biometric verifier limits
+    consecutive failed attempts).
+
+    A failed attempt is a device's state turning ``rejected``. When
+    ``max_failures`` of them fall within ``window_s`` seconds, the device's
+    path to ``authenticated`` is locked for ``lockout_s`` seconds: it is
+    published as ``unknown`` with the reason "locked out ...", whatever the
+    scores, and an event ``{"what": "lockout"}`` says why. An ``authenticated``
+    decision outside a lockout clears the count (the failures were not
+    consecutive). Times are the daemon host's seconds.
+    """
+
+    enabled: Bool = Field(True, description="Limit failed attempts.")
+    max_failures: Annotated[Int, within(1, 100)] = Field(
+        5, description="Failed attempts (turns to ``rejected``) within ``window_s`` that lock the "
+        "device (1..100; SP 800-63B allows at most 5, or 10 with presentation attack detection).")
+    window_s: Annotated[Float, within(0, 86400, lo_open=True, unit=" seconds")] = Field(
+        300.0, description="Window in which the failed attempts are counted (seconds).")
+    lockout_s: Annotated[Float, within(0, 86400, lo_open=True, unit=" seconds")] = Field(
+        300.0, description="How long a locked device cannot be ``authenticated`` (seconds).")
+
+
+@section
+class InputConfig:
+    """What the daemon accepts from wearables: message authentication and device limits.
+
+    ``docs/security.md`` has the broker's side (one account per wearable, an
+    ACL that lets each publish only to its own ``ecg`` topic).
+    """
+
+    message_auth: Annotated[Text, one_of("off", "keyed", "required")] = Field(
+        "keyed", description="Per-device HMAC of ECG chunks (``ecgstream device-key add``): "
+        "``\"keyed\"``: devices that have a key must sign every chunk, others may send unsigned "
+        "ones; ``\"required\"``: every chunk must be signed with a provisioned key; ``\"off\"``: "
+        "no check. A refused chunk is counted, its device goes ``unknown``, an event says why.")
+    mac_window_s: Annotated[Float, within(0, 3600, lo_open=True, unit=" seconds")] = Field(
+        30.0, description="Largest difference between a signed chunk's time and the host's clock "
+        "(seconds); it also bounds what can be replayed after a daemon restart.")
+    max_devices: Annotated[Int, within(0, 1_000_000)] = Field(
+        1000, description="Most devices one MQTT source keeps state for; chunks of further new "
+        "device ids are refused and counted. Devices of ``[devices.<id>]`` and devices with a key "
+        "are always admitted. This bounds memory under a flood of made-up device ids.")
+    only_known_devices: Bool = Field(
+        False, description="Accept only devices of ``[devices.<id>]`` and devices with a key.")

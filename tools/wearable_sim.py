@@ -351,9 +351,17 @@ _CORRUPT = (b'{"fs":500,"seq":', b"EC\x01\x00\xf4\x01", b"\x00\x01garbage", b'{"
 
 
 def mqtt_messages(x_mv: np.ndarray, fs_hz: float, device: str, plan: MqttPlan | None = None,
-                  prefix: str = "ecgstream") -> list[SimMessage]:
-    """The messages a wearable publishes for ``x_mv``, in sending order."""
+                  prefix: str = "ecgstream", key: bytes | None = None,
+                  t0_ms: int | None = None) -> list[SimMessage]:
+    """The messages a wearable publishes for ``x_mv``, in sending order.
+
+    With ``key`` (the device's message key, ``ecgstream device-key add``)
+    every chunk is signed; its time is ``t0_ms`` (default now) plus the
+    stream time of its last sample, which is its sending time when played
+    at real time.
+    """
     plan = plan or MqttPlan()
+    t0 = int(time.time() * 1000) if t0_ms is None else int(t0_ms)
     if plan.fmt not in ("json", "binary", "int16"):
         raise ValueError(f"format must be json, binary or int16, not {plan.fmt!r}")
     topic = f"{prefix}/{device}/ecg"
@@ -373,10 +381,12 @@ def mqtt_messages(x_mv: np.ndarray, fs_hz: float, device: str, plan: MqttPlan | 
             payload = _CORRUPT[len([m for m in msgs if m.kind == "corrupt"]) % len(_CORRUPT)]
             kind = "corrupt"
         elif plan.fmt == "json":
-            payload, kind = encode_json(part, declared, seq, off), "data"
+            payload, kind = encode_json(part, declared, seq, off, key=key, device=device,
+                                        t_ms=t0 + round(t1 * 1000)), "data"
         else:
             payload = encode_binary(part, round(declared), seq, off,
-                                    int16_scale=0.001 if plan.fmt == "int16" else None)
+                                    int16_scale=0.001 if plan.fmt == "int16" else None,
+                                    key=key, device=device, t_ms=t0 + round(t1 * 1000))
             kind = "data"
         msg = SimMessage(topic, payload, number, seq, start, part.size, kind)
         seq += 1
@@ -492,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--corrupt", default="", help="message numbers sent corrupt")
     m.add_argument("--declare-fs", type=float, help="rate to declare (a wrong one on purpose)")
     m.add_argument("--qos", type=int, default=1, choices=(0, 1))
+    m.add_argument("--key-file", help="sign every chunk with this device key (64 hex digits; "
+                   "`ecgstream device-key add DEVICE --out FILE`)")
+    m.add_argument("--username", help="broker user name (the wearable's own account)")
+    m.add_argument("--password-env", help="environment variable holding the broker password")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -519,9 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     mplan = MqttPlan(args.format, args.chunk_s, _ints(args.drop), _ints(args.duplicate),
                      _ints(args.swap), _ints(args.corrupt), declared_fs=args.declare_fs,
                      leads_off=_spans(args.leads_off))
-    msgs = mqtt_messages(x, fs, args.device, mplan, args.prefix)
+    key = None
+    if args.key_file:
+        with open(args.key_file) as f:
+            key = bytes.fromhex(f.read().strip())
+    msgs = mqtt_messages(x, fs, args.device, mplan, args.prefix, key=key)
     try:
-        n = publish_mqtt(args.host, args.port, msgs, fs, args.speed, args.qos)
+        n = publish_mqtt(args.host, args.port, msgs, fs, args.speed, args.qos, username=args.username,
+                         password=os.environ.get(args.password_env or "", None) if args.password_env else None)
     except OSError as exc:
         print(f"wearable_sim: broker {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -39,7 +39,7 @@ from ..fields import (
     section,
     within,
 )
-from ..settings import AdaptationConfig, DecisionConfig, LivenessConfig
+from ..settings import AdaptationConfig, AttemptsConfig, DecisionConfig, InputConfig, LivenessConfig
 
 __all__ = ["SECTIONS", "Config", "DaemonConfig", "DeviceConfig", "MqttConfig", "TemplatesConfig"]
 
@@ -210,7 +210,7 @@ class Config:
 
     Attributes
     ----------
-    daemon, mqtt, templates, decision, liveness, adaptation : section models
+    daemon, mqtt, templates, decision, liveness, adaptation, attempts, input : section models
     devices : dict of str to DeviceConfig
         Per-device settings by device id.
     path : str or None
@@ -226,6 +226,8 @@ class Config:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    attempts: AttemptsConfig = field(default_factory=AttemptsConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     path: str | None = None
     warnings: tuple[str, ...] = ()
 

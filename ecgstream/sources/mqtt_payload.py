@@ -33,6 +33,23 @@ Compact binary (little-endian, starts with the magic ``b"EC"``)::
   float32 is an error. ``struct`` format of the header: ``"<2sBBHHIf"``.
   :func:`encode_binary` and :func:`encode_json` write these forms.
 
+Signed chunks (optional; ``docs/security.md``). A wearable holding a
+per-device key (``ecgstream device-key add``) adds its Unix time in
+milliseconds and an HMAC-SHA256 over :func:`mac_message`:
+
+* JSON: keys ``"t_ms"`` (integer) and ``"mac"`` (64 lowercase hex digits).
+  The MAC covers ``b"J" + struct.pack("<IQdBI", seq, t_ms, fs, leads_off,
+  count)`` followed by the samples as float64 little-endian (an unreadable
+  sample as the quiet NaN ``0x7ff8000000000000``): the values the JSON
+  numbers denote, so the sender MACs exactly the numbers it writes.
+* Binary: flag bit 2 (0x04) set; after the samples an 8-byte uint64
+  ``t_ms`` and the 32-byte MAC. The MAC covers ``b"B"`` followed by every
+  byte of the payload before the MAC.
+
+:func:`mac_message` prefixes the domain ``b"ecgstream-mac-v1\\0"``, the
+length of the device id (one byte) and the device id (UTF-8), so a chunk
+signed for one device is never valid for another.
+
 
 Pure functions, no I/O: :func:`decode_payload` for the source, and
 :func:`encode_json` / :func:`encode_binary` for simulators and tests.
@@ -40,9 +57,12 @@ Pure functions, no I/O: :func:`decode_payload` for the source, and
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +78,8 @@ __all__ = [
     "decode_payload",
     "encode_binary",
     "encode_json",
+    "compute_mac",
+    "mac_message",
 ]
 
 #: ``struct`` layout of the binary header (16 bytes).
@@ -74,6 +96,11 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 #: Largest magnitude of a sample value (mV or counts).
 MAX_ABS_VALUE = 1e9
 SEQ_MOD = 2**32
+FLAG_MAC = 0x04
+MAC_BYTES = 32
+MAC_DOMAIN = b"ecgstream-mac-v1\0"
+_JSON_MAC_HEAD = struct.Struct("<IQdBI")
+_CANON_NAN = np.frombuffer(b"\x00\x00\x00\x00\x00\x00\xf8\x7f", dtype="<f8")[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +117,21 @@ class DecodedChunk:
         float64 samples; NaN for unreadable ones.
     leads_off : bool
         The device reports the electrodes off for the whole chunk.
+    t_ms : int or None
+        The sender's Unix time in milliseconds (signed chunks only).
+    mac : bytes or None
+        The HMAC-SHA256 the chunk carries (signed chunks only).
+    signed : bytes or None
+        What the MAC covers, less the device prefix (:func:`mac_message`).
     """
 
     fs_hz: float
     seq: int
     samples: np.ndarray
     leads_off: bool = False
+    t_ms: int | None = None
+    mac: bytes | None = None
+    signed: bytes | None = None
 
 
 class PayloadError(ValueError):
@@ -161,7 +197,43 @@ def _decode_json(data: bytes) -> DecodedChunk:
     off = obj.get("leads_off", False)
     if not isinstance(off, bool):
         raise PayloadError("'leads_off' must be true or false")
-    return DecodedChunk(fs, seq, x, off)
+    if "mac" not in obj and "t_ms" not in obj:
+        return DecodedChunk(fs, seq, x, off)
+    t_ms, mac = obj.get("t_ms"), obj.get("mac")
+    if isinstance(t_ms, bool) or not isinstance(t_ms, int) or not 0 <= t_ms < 2**63:
+        raise PayloadError("'t_ms' must be an integer (Unix time in milliseconds)")
+    if not isinstance(mac, str) or len(mac) != 2 * MAC_BYTES:
+        raise PayloadError(f"'mac' must be {2 * MAC_BYTES} hex digits")
+    try:
+        mac_b = bytes.fromhex(mac)
+    except ValueError:
+        raise PayloadError("'mac' is not hex") from None
+    return DecodedChunk(fs, seq, x, off, t_ms, mac_b, json_signed_part(seq, t_ms, fs, off, x))
+
+
+def _canonical(x: np.ndarray) -> bytes:
+    y = np.asarray(x, dtype="<f8").copy()
+    y[np.isnan(y)] = _CANON_NAN
+    return y.tobytes()
+
+
+def json_signed_part(seq: int, t_ms: int, fs_hz: float, leads_off: bool, samples: np.ndarray) -> bytes:
+    """What the MAC of a JSON chunk covers, less the device prefix (module docs)."""
+    return b"J" + _JSON_MAC_HEAD.pack(seq, t_ms, float(fs_hz), int(bool(leads_off)), int(np.size(samples))) \
+        + _canonical(samples)
+
+
+def mac_message(device: str, signed: bytes) -> bytes:
+    """The bytes an HMAC of ``device``'s chunk is computed over (module docs)."""
+    d = device.encode("utf-8")
+    if not 1 <= len(d) <= 255:
+        raise ValueError("device id must be 1..255 bytes")
+    return MAC_DOMAIN + bytes([len(d)]) + d + signed
+
+
+def compute_mac(key: bytes, device: str, signed: bytes) -> bytes:
+    """HMAC-SHA256 of a chunk (:func:`mac_message`) with the device's key."""
+    return hmac.new(key, mac_message(device, signed), hashlib.sha256).digest()
 
 
 def _decode_binary(data: bytes) -> DecodedChunk:
@@ -171,7 +243,7 @@ def _decode_binary(data: bytes) -> DecodedChunk:
     magic, version, flags, fs, count, seq, scale = BINARY_HEADER.unpack_from(data)
     if version != BINARY_VERSION:
         raise PayloadError(f"binary payload version {version} (byte 2); this reads {BINARY_VERSION}")
-    if flags & ~(FLAG_LEADS_OFF | FLAG_INT16):
+    if flags & ~(FLAG_LEADS_OFF | FLAG_INT16 | FLAG_MAC):
         raise PayloadError(f"unknown flag bits 0x{flags:02x} (byte 3)")
     fsf = _check_fs(fs)
     if not 1 <= count <= MAX_SAMPLES:
@@ -179,7 +251,8 @@ def _decode_binary(data: bytes) -> DecodedChunk:
     if not (math.isfinite(scale) and scale != 0.0):
         raise PayloadError("scale (bytes 12-15) must be finite and non-zero")
     width = 2 if flags & FLAG_INT16 else 4
-    want = BINARY_HEADER.size + count * width
+    trailer = 8 + MAC_BYTES if flags & FLAG_MAC else 0
+    want = BINARY_HEADER.size + count * width + trailer
     if len(data) != want:
         raise PayloadError(f"binary payload of {len(data)} bytes; header says {want}")
     if width == 2:
@@ -197,7 +270,14 @@ def _decode_binary(data: bytes) -> DecodedChunk:
         big = np.abs(x) > MAX_ABS_VALUE
     if big.any():
         raise PayloadError(f"sample {int(np.flatnonzero(big)[0])} out of range")
-    return DecodedChunk(fsf, int(seq), x, bool(flags & FLAG_LEADS_OFF))
+    if not trailer:
+        return DecodedChunk(fsf, int(seq), x, bool(flags & FLAG_LEADS_OFF))
+    end = want - MAC_BYTES
+    (t_ms,) = struct.unpack_from("<Q", data, end - 8)
+    if t_ms >= 2**63:
+        raise PayloadError(f"t_ms (bytes {end - 8}-{end - 1}) out of range")
+    return DecodedChunk(fsf, int(seq), x, bool(flags & FLAG_LEADS_OFF), int(t_ms), data[end:],
+                        b"B" + data[:end])
 
 
 def decode_payload(data: bytes) -> DecodedChunk:
@@ -228,7 +308,8 @@ def decode_payload(data: bytes) -> DecodedChunk:
 
 
 def encode_json(samples: np.ndarray, fs_hz: float, seq: int, leads_off: bool = False,
-                decimals: int = 4) -> bytes:
+                decimals: int = 4, key: bytes | None = None, device: str | None = None,
+                t_ms: int | None = None) -> bytes:
     """Encode a chunk as a JSON payload (NaN becomes ``null``).
 
     Parameters
@@ -242,17 +323,29 @@ def encode_json(samples: np.ndarray, fs_hz: float, seq: int, leads_off: bool = F
     leads_off : bool
     decimals : int
         Decimals kept per sample.
+    key, device : bytes, str, optional
+        Sign the chunk with ``device``'s key (adds ``t_ms`` and ``mac``).
+    t_ms : int, optional
+        Sender time of a signed chunk (Unix ms); default now.
     """
     vals = [None if not math.isfinite(v) else round(float(v), decimals) for v in samples]
-    obj: dict[str, Any] = {"fs": fs_hz if fs_hz != int(fs_hz) else int(fs_hz),
-                           "seq": int(seq), "samples": vals}
+    fs_out = fs_hz if fs_hz != int(fs_hz) else int(fs_hz)
+    obj: dict[str, Any] = {"fs": fs_out, "seq": int(seq), "samples": vals}
     if leads_off:
         obj["leads_off"] = True
+    if key is not None:
+        if device is None:
+            raise ValueError("signing needs the device id")
+        t = int(time.time() * 1000) if t_ms is None else int(t_ms)
+        x = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+        obj["t_ms"] = t
+        obj["mac"] = compute_mac(key, device, json_signed_part(int(seq), t, float(fs_out), leads_off, x)).hex()
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def encode_binary(samples: np.ndarray, fs_hz: int, seq: int, leads_off: bool = False,
-                  int16_scale: float | None = None) -> bytes:
+                  int16_scale: float | None = None, key: bytes | None = None,
+                  device: str | None = None, t_ms: int | None = None) -> bytes:
     """Encode a chunk in the compact binary form.
 
     Parameters
@@ -267,6 +360,8 @@ def encode_binary(samples: np.ndarray, fs_hz: int, seq: int, leads_off: bool = F
     int16_scale : float, optional
         Store int16 ``round(sample / int16_scale)`` (e.g. 0.001 for µV
         resolution of mV samples); default float32.
+    key, device, t_ms
+        Sign the chunk, as :func:`encode_json`.
     """
     x = np.asarray(samples, dtype=np.float64)
     flags = FLAG_LEADS_OFF if leads_off else 0
@@ -280,6 +375,14 @@ def encode_binary(samples: np.ndarray, fs_hz: int, seq: int, leads_off: bool = F
         ints[~np.isfinite(x)] = INT16_NAN
         body = ints.tobytes()
         scale = float(int16_scale)
+    if key is not None:
+        flags |= FLAG_MAC
     head = BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, flags, int(fs_hz), x.size,
                               int(seq) % SEQ_MOD, scale)
-    return head + body
+    if key is None:
+        return head + body
+    if device is None:
+        raise ValueError("signing needs the device id")
+    t = int(time.time() * 1000) if t_ms is None else int(t_ms)
+    part = head + body + struct.pack("<Q", t)
+    return part + compute_mac(key, device, b"B" + part)

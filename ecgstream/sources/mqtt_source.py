@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -75,6 +76,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: A device id (as ``[devices.<id>]`` of the config): letters, digits, ``_ . -``, 1-64.
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
 
 @dataclass
 class MqttSourceStats(SourceStats):
@@ -96,6 +100,9 @@ class MqttSourceStats(SourceStats):
     lost_messages: int = 0
     reboots: int = 0
     devices: set[str] = field(default_factory=set)
+    unauthenticated: int = 0  # chunks refused by the message verifier (ecgstream.msgauth)
+    devices_refused: int = 0  # chunks of new devices beyond max_devices
+    bad_device_ids: int = 0  # topics whose device level is not a valid device id
 
 
 @dataclass
@@ -219,6 +226,14 @@ class MqttSource:
         self._first = threading.Event()  # the first SUBACK came
         self.connected = threading.Event()  # set while connected and subscribed
         self.subscribed_count = 0  # SUBACKs received (tests wait on resubscription)
+        #: Trust hooks (``ecgstream.trust``): the message verifier, called with
+        #: (device, decoded chunk) and returning None or a reason; what to tell
+        #: when a chunk is refused, ``on_untrusted(device, reason)``; the most
+        #: devices kept (None: no limit) and those always admitted.
+        self.verifier: Any = None
+        self.on_untrusted: Callable[[str, str], None] | None = None
+        self.max_devices: int | None = None
+        self.reserved_devices: frozenset[str] = frozenset()
 
     # -- the per-device rules (network thread) -------------------------------------------
     def device_of(self, topic: str) -> str | None:
@@ -246,6 +261,9 @@ class MqttSource:
             st.garbled += 1
             log.warning("MQTT: message on unexpected topic %r dropped", topic)
             return None
+        state = self._devices.get(dev)
+        if state is None and not self._admit(dev):
+            return None
         try:
             d = decode_payload(payload)
         except PayloadError as exc:
@@ -253,7 +271,15 @@ class MqttSource:
             if st.garbled == 1 or st.garbled % 1000 == 0:
                 log.warning("MQTT device %s: corrupt payload (%s); %d so far", dev, exc, st.garbled)
             return None
-        state = self._devices.get(dev)
+        if self.verifier is not None:
+            why = self.verifier(dev, d)
+            if why is not None:
+                st.unauthenticated += 1
+                if st.unauthenticated == 1 or st.unauthenticated % 1000 == 0:
+                    log.warning("MQTT device %s: chunk refused: %s; %d so far", dev, why, st.unauthenticated)
+                if self.on_untrusted is not None:
+                    self.on_untrusted(dev, why)
+                return None
         gap = False
         n = int(d.samples.size)
         if state is None:
@@ -305,6 +331,24 @@ class MqttSource:
         st.chunks += 1
         st.samples += n
         return chunk
+
+    def _admit(self, dev: str) -> bool:
+        """Whether a device not seen before may start a stream (id valid, under the limit)."""
+        st = self._stats
+        if not _DEVICE_ID.fullmatch(dev):
+            st.bad_device_ids += 1
+            if st.bad_device_ids == 1 or st.bad_device_ids % 1000 == 0:
+                log.warning("MQTT: topic device level %r is not a device id; %d such messages dropped",
+                            dev[:80], st.bad_device_ids)
+            return False
+        if self.max_devices is not None and len(self._devices) >= self.max_devices \
+                and dev not in self.reserved_devices:
+            st.devices_refused += 1
+            if st.devices_refused == 1 or st.devices_refused % 10000 == 0:
+                log.warning("MQTT: %d devices already (the limit): chunks of new device %s refused; "
+                            "%d so far", len(self._devices), dev, st.devices_refused)
+            return False
+        return True
 
     # -- the connection's hooks (paho's network thread / the manager thread) ------------
     def _configure(self, client: Any, gen: int) -> None:

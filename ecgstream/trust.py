@@ -1,0 +1,112 @@
+"""The daemon's trust boundary: message authentication, device limits, attempt limits.
+
+One object, :class:`Trust`, that the daemon calls at three points (the
+hooks in :mod:`ecgstream.daemon` are one line each):
+
+* ``attach(daemon)`` at construction: sources that can refuse chunks
+  (:class:`~ecgstream.sources.mqtt_source.MqttSource`) report each refusal
+  to :meth:`Trust.untrusted` (paho's network thread; a bounded deque);
+* ``decision(daemon, dev, d)`` before every auth publish: the attempt
+  limiter (:mod:`ecgstream.attempts`) may hold the state at ``unknown``
+  and emits the ``lockout`` event;
+* ``tick(daemon)`` on the processing thread's tick: every device whose
+  chunks were refused since the last tick goes ``unknown`` and gets one
+  ``input`` event that says why and how many.
+
+:meth:`Trust.configure_source` (called by ``build_daemon``) gives an MQTT
+source its :class:`~ecgstream.msgauth.MessageVerifier` and device limit
+from ``[input]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from .attempts import AttemptLimiter
+from .settings import AttemptsConfig, InputConfig
+
+__all__ = ["Trust"]
+
+log = logging.getLogger(__name__)
+
+
+class Trust:
+    """Hooks of the daemon's trust boundary (module docs).
+
+    Attributes
+    ----------
+    stats : dict
+        ``untrusted_chunks`` (refusals reported by sources), ``alerts_dropped``
+        (refusals beyond the deque's bound, still counted by the source),
+        ``lockouts`` and ``held`` (authenticated decisions held at unknown).
+    """
+
+    def __init__(self, attempts: AttemptsConfig | None = None, input_cfg: InputConfig | None = None,
+                 max_alerts: int = 10_000) -> None:
+        self.attempts = AttemptLimiter(attempts)
+        self.input = input_cfg or InputConfig()
+        self._alerts: deque[tuple[str, str]] = deque(maxlen=max_alerts)
+        self._lock = threading.Lock()
+        self.stats = {"untrusted_chunks": 0, "alerts_dropped": 0}
+
+    # -- wiring ---------------------------------------------------------------------
+    def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str]) -> None:
+        """Give an MQTT source its verifier and device limit (``[input]``)."""
+        from .msgauth import MessageVerifier
+
+        if not hasattr(source, "verifier"):
+            return
+        cfg = self.input
+        if cfg.message_auth != "off":
+            source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s).check
+        source.reserved_devices = frozenset(known) | frozenset(keys)
+        source.max_devices = 0 if cfg.only_known_devices else cfg.max_devices
+
+    def attach(self, daemon: Any) -> None:
+        for src in daemon.sources:
+            if hasattr(src, "on_untrusted"):
+                src.on_untrusted = self.untrusted
+
+    def untrusted(self, device: str, reason: str) -> None:
+        """A source refused a chunk of ``device`` (any thread)."""
+        with self._lock:
+            self.stats["untrusted_chunks"] += 1
+            if len(self._alerts) == self._alerts.maxlen:
+                self.stats["alerts_dropped"] += 1
+            self._alerts.append((device, reason))
+
+    # -- the processing thread --------------------------------------------------------
+    def decision(self, daemon: Any, dev: Any, d: Any) -> Any:
+        out, ev = self.attempts.apply(dev.device, d, daemon.clock())
+        if ev is not None:
+            after = {"locked": ev.started, "until": None if ev.until is None else
+                     round(daemon.wall() + (ev.until - daemon.clock()), 3), "failures": ev.failures}
+            if ev.started:
+                log.warning("device %s: %s", dev.device, ev.reason)
+            daemon._event(dev, "lockout", after, ev.reason)
+        return out
+
+    def tick(self, daemon: Any) -> None:
+        with self._lock:
+            alerts = list(self._alerts)
+            self._alerts.clear()
+        if not alerts:
+            return
+        per: dict[str, tuple[int, str]] = {}
+        for device, reason in alerts:
+            n, _ = per.get(device, (0, ""))
+            per[device] = (n + 1, reason)
+        for device, (n, reason) in per.items():
+            dev = daemon.devices.get(device)
+            if dev is None:
+                continue  # never streamed: nothing to withdraw; the source counted it
+            if dev.decider is not None:
+                daemon._publish_auth(dev, dev.decider.reset(f"untrusted input: {reason}"), force=True)
+            daemon._event(dev, "input", {"refused_chunks": n}, reason)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**self.stats, "lockouts": self.attempts.lockouts, "held": self.attempts.held}
