@@ -10,14 +10,16 @@ thief rebuild or replay more than a template).
 
 How many beats are enough
 -------------------------
-``MIN_BEATS`` (10) comes from data: on the 90 ECG-ID persons (5-fold,
-subject-disjoint, enrol on the first N good beats of one record, probe with
-the person's other records) the 10-beat EER is within 0.3 points of what
-15 or all ~20 beats give, while 5 beats cost about 1.5 points
-(``python -m train.evaluate`` prints the table, docs/model/evaluation.md).
-A 20 s ECG-ID record holds 10 or more good beats in 302 of 309 records but
-15 or more in only 292; the old floor of 15 turned those people away for
-almost no accuracy.
+``MIN_BEATS`` (10) comes from data (docs/model/report.md, "How many
+enrolment beats are enough"; ``python -m train.evaluate --run`` prints it):
+on the 90 ECG-ID persons (5-fold, subject-disjoint, enrol on the first N good
+beats of one record, probe with the person's other records) the pooled
+10-beat EER is 6.1 % with 5 beats, 5.9 % with 10, 5.3 % with 15 or the whole
+~20-beat record: the beats of one record are alike, so more of them buy
+little. 10 keeps one odd beat to a tenth of the centroid (and quality
+weighting shrinks it further), and every 20 s ECG-ID record with 10 good
+beats enrols (302 of 310 records have them; the old floor of 15 turned away
+people whose record had 10-14).
 
 Several sittings
 ----------------
