@@ -54,10 +54,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def _reader_kwargs(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from .commands import _mqtt_kwargs
+    from .wiring import mqtt_kwargs
 
     m = cfg.mqtt
-    kw = _mqtt_kwargs(cfg)
+    kw = mqtt_kwargs(cfg)
     return {"host": args.mqtt_host or m.host, "port": args.mqtt_port or m.port, "prefix": m.prefix,
             "username": kw["username"], "password": kw["password"], "tls": kw["tls"],
             "protocol": kw["protocol"]}

@@ -7,7 +7,10 @@ Every command that needs the configuration starts the same way:
 and the model as asked, and maps what goes wrong to one line on stderr and
 an exit status (:mod:`ecgstream.exitcodes`): a configuration problem,
 including a missing template key, is 78; anything else the command's own
-choice. A command body then holds only what is its own.
+choice. A command body then holds only what is its own. Opening the model
+and the store, and building the daemon from the config, are
+:mod:`ecgstream.wiring` (``build_daemon`` and the other names stay
+importable from here).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from .exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from .wiring import build_daemon
+from .wiring import device_keys as _device_keys  # noqa: F401 - the old names stay importable here
+from .wiring import mqtt_kwargs as _mqtt_kwargs  # noqa: F401
+from .wiring import open_model as _model
+from .wiring import open_store as _store
+from .wiring import publisher_kwargs as _publisher_kwargs  # noqa: F401
+from .wiring import tls_options as _tls  # noqa: F401
 
 log = logging.getLogger("ecgstream")
 
@@ -176,24 +186,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def _model(cfg) -> Any:
-    from edge import EmbeddingModel
-
-    path = cfg.daemon.model or None
-    return EmbeddingModel(path, num_threads=cfg.daemon.model_threads)
-
-
-def _store(cfg, create_key: bool = False):
-    from .templates import TemplateStore, load_key
-
-    key = load_key(
-        key_file=cfg.templates.key_file or None,
-        key_env=cfg.templates.key_env or None,
-        credential=cfg.templates.key_credential or None,
-    )
-    return TemplateStore(cfg.daemon.store, key)
-
-
 def _config_error(exc: Exception) -> int:
     print(f"ecgstream: configuration error:\n{exc}", file=sys.stderr)
     return EXIT_CONFIG
@@ -322,86 +314,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
           f"enrolment beat score mean {res.quality['score_mean']:.3f}"
           + (f"; sitting {tmpl.sittings} added (match {res.match_score:.3f})" if existing is not None else ""))
     return EXIT_OK
-
-
-def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
-    """Build a :class:`~ecgstream.daemon.Daemon` from a validated config."""
-    from .daemon import Daemon
-    from .publish import MqttPublisher, StdoutPublisher, TeePublisher
-    from .sources import open_source
-
-    model = _model(cfg)
-    store = _store(cfg)
-    templates = store.load_all(model.model_id, cohort_id=model.cohort_id)
-    bindings = {dev: d.subject for dev, d in cfg.devices.items() if d.subject}
-    expected_fs = {dev: d.fs for dev, d in cfg.devices.items() if d.fs}
-    speed = cfg.daemon.speed
-    src_kwargs: dict[str, Any] = {}
-    uri = cfg.daemon.source
-    if uri.startswith("wfdb:"):
-        src_kwargs["speed"] = speed
-    elif uri.startswith(("mqtt:", "mqtts:")):
-        src_kwargs.update(_mqtt_kwargs(cfg))
-    source = open_source(uri, **src_kwargs)
-    from .trust import Trust
-
-    trust = Trust(cfg.attempts, cfg.input)
-    trust.configure_source(source, _device_keys(cfg, source), set(cfg.devices))
-    if cfg.mqtt.host:
-        # A connection carries one last will: with one known device it is that
-        # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
-        single = getattr(source, "device", None)
-        publisher = MqttPublisher(**_publisher_kwargs(cfg), will_devices=[single] if single else None)
-        if cfg.daemon.stdout:
-            publisher = TeePublisher(publisher, StdoutPublisher(stdout or sys.stdout))
-    else:
-        publisher = StdoutPublisher(stdout or sys.stdout)
-    return Daemon(
-        [source], model, templates, publisher, bindings=bindings,
-        default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
-        decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, adaptation_cfg=cfg.adaptation,
-        expected_fs=expected_fs,
-        speed=speed if uri.startswith("wfdb:") else 1.0,
-        queue_max_chunks=cfg.daemon.queue_max_chunks,
-        publish_interval_s=cfg.daemon.publish_interval_s,
-        exit_when_sources_end=uri.startswith(("wfdb:", "synthetic:")),
-        notifier=notifier, trust=trust, **kw,
-    )
-
-
-def _device_keys(cfg, source) -> dict[str, bytes]:
-    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on."""
-    if cfg.input.message_auth == "off" or not hasattr(source, "verifier"):
-        return {}
-    from .msgauth import DeviceKeyStore
-
-    return DeviceKeyStore.for_config(cfg).load_all()
-
-
-def _tls(cfg) -> Any:
-    """The configured :class:`~ecgstream.mqtt.TlsOptions`, or None without ``tls = true``."""
-    from .mqtt import TlsOptions
-
-    m = cfg.mqtt
-    return TlsOptions(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
-                      key_file=m.key_file or None, insecure=m.tls_insecure) if m.tls else None
-
-
-def _mqtt_kwargs(cfg) -> dict[str, Any]:
-    """Keyword arguments of an ``mqtt://`` source from ``[mqtt]`` (credentials, TLS, protocol)."""
-    from .config import resolve_secret
-
-    m = cfg.mqtt
-    return {"username": m.username or None, "password": resolve_secret(m) if m.username else None,
-            "tls": _tls(cfg), "protocol": m.protocol}
-
-
-def _publisher_kwargs(cfg) -> dict[str, Any]:
-    """Keyword arguments of the :class:`~ecgstream.publish.MqttPublisher` from ``[mqtt]``."""
-    m = cfg.mqtt
-    return {**_mqtt_kwargs(cfg), "host": m.host, "port": m.port, "prefix": m.prefix,
-            "client_id": m.client_id or None, "keepalive": m.keepalive,
-            "on_connect_failure": m.on_connect_failure, "retry_max_s": m.retry_max_s}
 
 
 @_exits

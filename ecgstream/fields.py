@@ -37,7 +37,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ID_RE", "Bool", "Float", "Int", "Path", "Text", "check", "env_name", "ident", "one_of",
-    "section", "within",
+    "defaults", "section", "within",
 ]
 
 #: Ids of subjects, devices and credentials: they appear in topics and file names.
@@ -146,7 +146,10 @@ def finite(x: float) -> bool:
     return math.isfinite(x)
 
 
-_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=False)
+#: ``defer_build``: a section's validator is made when it first validates something, so
+#: importing the settings (the daemon does) costs no schema building, and a run builds only
+#: the sections its file and flags fill; the others are :func:`defaults`.
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=False, defer_build=True)
 T = TypeVar("T")
 
 
@@ -163,6 +166,20 @@ def section(cls: type[T]) -> type[T]:
 
         cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
     return _pydantic_dataclass(frozen=True, config=_CONFIG)(cls)  # type: ignore[return-value]
+
+
+def defaults(cls: type[T]) -> T:
+    """The section ``cls`` with every field at its default, equal to ``cls()``, without building its validator.
+
+    Defaults are not validated (``validate_default=False``) and satisfy the
+    section's ``_cross()`` (``tests/test_config.py`` checks ``defaults(cls) == cls()``
+    for every section), so a section the file and the flags leave empty needs
+    no validation; this is what the loader returns for it.
+    """
+    obj = object.__new__(cls)
+    for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+        object.__setattr__(obj, name, info.get_default(call_default_factory=True))
+    return obj
 
 
 def describe(cls: type) -> dict[str, tuple[Any, Any, str]]:

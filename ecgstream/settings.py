@@ -8,8 +8,6 @@ refused; a bad value raises :class:`pydantic.ValidationError` (a
 (``description``); ``docs/config.md`` is generated from these.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from pydantic import Field

@@ -26,6 +26,7 @@ from ecgstream.config import (
     load_config,
     resolve_secret,
 )
+from ecgstream.fields import defaults
 from ecgstream.settings import DecisionConfig, LivenessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,6 +417,29 @@ def test_repr_hides_secrets_and_inline_password_warns(tmp_path, caplog):
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg)
     assert "hunter2" not in caplog.text
     assert "password is inline" in caplog.text
+
+
+# -- start-up: what a run does not use, it does not build --------------------------------
+@pytest.mark.parametrize("cls", [*SECTIONS.values(), DeviceConfig])
+def test_unbuilt_defaults_equal_validated_defaults(cls):
+    d = defaults(cls)
+    assert type(d) is cls and d == cls() and repr(d) == repr(cls())
+
+
+def test_run_builds_only_the_sections_it_fills(tmp_path):
+    # a fresh process, as `ecgstream run --source ... --store ... --key-file ...` starts
+    code = textwrap.dedent("""
+        import sys
+        from ecgstream.cli import _no_pydantic_plugins
+        assert _no_pydantic_plugins({})
+        from ecgstream.config import load_config, loader
+        cfg = load_config(None, {"daemon.source": "synthetic:", "daemon.speed": "1",
+                                 "daemon.store": "s", "templates.key_file": "k"}, environ={})
+        print(loader._adapter.cache_info().currsize, "importlib.metadata" in sys.modules)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.split() == ["2", "False"]  # [daemon] and [templates] validated; no plugin scan
 
 
 # -- documentation ------------------------------------------------------------------

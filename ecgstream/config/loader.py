@@ -24,7 +24,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..fields import CROSS, ID_RE
+from ..fields import CROSS, ID_RE, defaults
 from .problems import ConfigError, ConfigProblem, LineIndex
 from .schema import SECRET_KEYS, SECTIONS, Config, DeviceConfig, MqttConfig
 
@@ -288,10 +288,12 @@ def build_config(
         tables[name] = raw
     if (d := tables["daemon"]) is not None and "store" not in d:
         d["store"] = default_store(environ)
-    if (mq := tables["mqtt"]) is not None and "port" not in mq:
+    if (mq := tables["mqtt"]) and "port" not in mq:  # an empty [mqtt] keeps the default, 1883
         mq["port"] = 8883 if mq.get("tls") is True else 1883
 
-    built = {name: _build_section(cls, tables[name], (name,), ctx)  # type: ignore[arg-type]
+    # A section that neither the file nor the flags fill is its defaults: its
+    # validator is not built (the start-up cost of the declarative config).
+    built = {name: _build_section(cls, tables[name], (name,), ctx) if tables[name] else defaults(cls)
              for name, cls in SECTIONS.items() if tables[name] is not None}
     devices = _devices(merged.get("devices", {}), ctx)
 

@@ -15,8 +15,6 @@ The loader, ``check-config``, the line numbers of errors, the typo guesses
 and the reference doc then cover it with no other change.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import re
 from collections.abc import Mapping

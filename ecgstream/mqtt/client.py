@@ -18,7 +18,7 @@ from typing import Any
 
 from .options import Credentials, TlsOptions, check_protocol
 
-__all__ = ["new_client"]
+__all__ = ["expiring_json", "new_client"]
 
 
 def new_client(client_id: str, protocol: str = "5", *, credentials: Credentials | None = None,
@@ -61,3 +61,14 @@ def new_client(client_id: str, protocol: str = "5", *, credentials: Credentials 
     if will is not None:
         c.will_set(will[0], will[1], qos=1, retain=True)
     return c
+
+
+def expiring_json(seconds: int) -> Any:
+    """MQTT 5 publish properties of a JSON message that the broker drops after ``seconds`` (at least 1)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = max(1, int(seconds))
+    props.ContentType = "application/json"
+    return props

@@ -21,9 +21,9 @@ Times in payloads are Unix time in seconds (float, millisecond resolution).
 
 from __future__ import annotations
 
-from ..mqtt.options import TlsOptions
+from typing import Any
+
 from .checks import FORBIDDEN_KEY_PARTS, MAX_NUMERIC_LIST, PayloadError, check_device, check_payload
-from .mqtt import MqttPublisher
 from .payloads import AUTH_STATES, auth_payload, liveness_payload, stale_replacement
 from .protocol import Publisher, PublishError, PublisherStats, TeePublisher
 from .stdout import StdoutPublisher
@@ -46,3 +46,16 @@ __all__ = [
     "liveness_payload",
     "stale_replacement",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """:class:`MqttPublisher` and ``TlsOptions`` load on first use: a daemon without a broker never imports them."""
+    if name == "MqttPublisher":
+        from .mqtt import MqttPublisher
+
+        return MqttPublisher
+    if name == "TlsOptions":
+        from ..mqtt.options import TlsOptions
+
+        return TlsOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

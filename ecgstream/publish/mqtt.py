@@ -2,9 +2,11 @@
 
 The connection itself (client factory, TLS, credentials, backoff, reconnect,
 paho logging) is :class:`ecgstream.mqtt.MqttConnection`, shared with the MQTT
-source. What is here is the publisher's own: the latest state per device
-and kind, the event queue while disconnected, the in-flight table of QoS 1
-messages and the last will rules of ``docs/mqtt_output.md``.
+source. What is here is the publisher's own: the topics, the latest state
+per device and kind, when to (re)publish what, and the last will rules of
+``docs/mqtt_output.md``. What it still owes the broker, the event queue
+while disconnected and the in-flight table of QoS 1 messages, is
+:mod:`.delivery`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import math
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
+from ..mqtt.client import expiring_json
 from .checks import check_device, check_payload, encode
+from .delivery import EventQueue, Inflight
 from .payloads import stale_replacement
 from .protocol import PublishError, PublisherStats
 
@@ -127,8 +130,6 @@ class MqttPublisher:
             raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
         if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError(f"prefix {prefix!r} is not a valid topic prefix")
-        if events_max < 1:
-            raise ValueError("events_max must be positive")
         self.host = host
         self.port = int(port)
         self.prefix = prefix
@@ -144,14 +145,11 @@ class MqttPublisher:
         self.will_devices: list[str] = []
         self.stats = PublisherStats()
 
-        # _lock guards the states and the client; it may be held while calling into paho.
-        # _ack_lock guards the in-flight table; paho's callbacks take only this one (paho
-        # holds its own message mutex while calling on_publish, so they must never wait
-        # for _lock).
+        # _lock guards the states, the event queue and the client; it may be held while
+        # calling into paho. The in-flight table has its own lock, the only one paho's
+        # callbacks take (paho holds its own message mutex while calling on_publish, so
+        # they must never wait for _lock).
         self._lock = threading.RLock()
-        self._ack_lock = threading.Lock()
-        self._acked = threading.Condition(self._ack_lock)
-        self._early_acks: dict[int, bool] = {}  # mid -> refused, acks seen before the mid was recorded
         self._client: Any = None
         self._connected = False
         self._conn: MqttConnection | None = None
@@ -159,10 +157,8 @@ class MqttPublisher:
         self._latest: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_avail: set[str] = set()
-        self._events: deque[tuple[str, dict[str, Any]]] = deque()
-        self._events_max = int(events_max)
-        # mid -> (kind, device, event payload, topic) of messages not yet acknowledged
-        self._inflight: dict[int, tuple[str, str | None, dict[str, Any] | None, str]] = {}
+        self._events = EventQueue(events_max, self.stats, host, self.port)
+        self._inflight = Inflight(self.stats, lambda: self._generation)
         if will_devices:
             self.set_will_devices(will_devices)
 
@@ -274,13 +270,9 @@ class MqttPublisher:
             if self._conn is not None:
                 self._conn.request_stop()
             client = self._client
-        if connected:
-            with self._ack_lock:
-                while self._inflight and (left := deadline - time.monotonic()) > 0:
-                    self._acked.wait(left)
-                if self._inflight:
-                    log.warning("MQTT close: %d message(s) not acknowledged within %.1f s",
-                                len(self._inflight), self.close_timeout_s)
+        if connected and (left := self._inflight.wait(deadline)):
+            log.warning("MQTT close: %d message(s) not acknowledged within %.1f s",
+                        left, self.close_timeout_s)
         if client is not None and connected and self._conn is not None:
             self._conn.disconnect()
         if self._conn is not None:
@@ -316,7 +308,7 @@ class MqttPublisher:
                 self._send(self.topic(device, "events"), encode(payload), retain=False,
                            kind="event", device=device, payload=payload)
             else:
-                self._queue_event(device, payload)
+                self._events.put(device, payload)
             self._update_queued()
 
     # -- internals (hold self._lock) ----------------------------------------------------
@@ -332,25 +324,6 @@ class MqttPublisher:
                 self._dirty.add((device, kind))
             self._update_queued()
 
-    def _queue_event(self, device: str, payload: dict[str, Any], front: bool = False) -> None:
-        if len(self._events) >= self._events_max:
-            if front:
-                self._count_dropped(1, "event queue full")
-                return
-            self._events.popleft()
-            self._count_dropped(1, "event queue full")
-        if front:
-            self._events.appendleft((device, payload))
-        else:
-            self._events.append((device, payload))
-
-    def _count_dropped(self, n: int, why: str) -> None:
-        before = self.stats.dropped
-        self.stats.dropped += n
-        if before == 0 or before // 100 != self.stats.dropped // 100:
-            log.warning("MQTT: %s while disconnected from %s:%d: oldest events dropped (%d so far)",
-                        why, self.host, self.port, self.stats.dropped)
-
     def _update_queued(self) -> None:
         self.stats.queued = len(self._dirty) + len(self._dirty_avail) + len(self._events)
 
@@ -364,14 +337,8 @@ class MqttPublisher:
         if valid_until <= now:
             payload, valid_until = stale_replacement(kind, payload, valid_until, now)
             self._latest[(device, kind)] = (payload, valid_until)
-        props = None
-        if self.link.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = max(1, math.floor(valid_until - now))  # never outlives it
-            props.ContentType = "application/json"
+        # v5: the retained state never outlives its valid_until on the broker
+        props = expiring_json(math.floor(valid_until - now)) if self.link.protocol == "5" else None
         self._send(self.topic(device, kind), encode(payload), retain=True, kind=kind, props=props)
 
     def _send(self, topic: str, text: str, retain: bool, kind: str, props: Any = None,
@@ -380,19 +347,11 @@ class MqttPublisher:
         info = client.publish(topic, text, qos=1, retain=retain, properties=props)
         if info.rc == 0:
             # Only events are kept for requeueing; states are republished from _latest.
-            with self._ack_lock:
-                if info.mid in self._early_acks:
-                    if self._early_acks.pop(info.mid):
-                        self.stats.dropped += 1
-                        log.warning("MQTT broker refused the publish to %s", topic)
-                    else:
-                        self.stats.published += 1
-                else:
-                    self._inflight[info.mid] = (kind, device, payload if kind == "event" else None, topic)
+            self._inflight.record(info.mid, kind, topic, device, payload)
             return
         log.warning("MQTT publish to %s failed (rc %d): connection lost", topic, info.rc)
         if kind == "event" and device is not None and payload is not None:
-            self._queue_event(device, payload)
+            self._events.put(device, payload)
 
     def _flush(self) -> None:
         """After a (re)connect: online, the latest states, then queued events."""
@@ -415,19 +374,7 @@ class MqttPublisher:
         """Attach the acknowledgement callback to a fresh client of generation ``gen``."""
 
         def on_publish(client: Any, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
-            with self._ack_lock:
-                if gen != self._generation:
-                    return
-                entry = self._inflight.pop(mid, None)
-                refused = bool(getattr(rc, "is_failure", False))
-                if entry is None:
-                    self._early_acks[mid] = refused
-                elif refused:
-                    self.stats.dropped += 1
-                    log.warning("MQTT broker refused the publish to %s: %s", entry[3], rc)
-                else:
-                    self.stats.published += 1
-                self._acked.notify_all()
+            self._inflight.ack(gen, mid, rc)
 
         c.on_publish = on_publish
 
@@ -436,9 +383,7 @@ class MqttPublisher:
         with self._lock:
             self._client = client
             self._connected = True
-            with self._ack_lock:
-                self._inflight.clear()
-                self._early_acks.clear()
+            self._inflight.clear()
             self._flush()
         if not first:
             self.stats.reconnects += 1
@@ -454,13 +399,8 @@ class MqttPublisher:
 
     def _requeue_inflight(self) -> None:
         """Events not acknowledged on a lost connection go back to the queue's front."""
-        with self._ack_lock:
-            events = [(d, p) for k, d, p, _ in self._inflight.values() if k == "event" and d and p]
-            self._inflight.clear()
-            self._early_acks.clear()
-            self._acked.notify_all()
-        for device, payload in reversed(events):
-            self._queue_event(device, payload, front=True)
+        for device, payload in reversed(self._inflight.take_events()):
+            self._events.put(device, payload, front=True)
         self._dirty.update(self._latest)
         self._dirty_avail.update(self._announced)
         self._update_queued()
