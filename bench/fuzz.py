@@ -596,7 +596,7 @@ class ReaderEval(Target):
         for _ in range(rng.randint(1, 8)):
             dev = rng.choice(["d1", "d2", "", "d1/x", "+"])
             kind = rng.choice(["auth", "availability", "auth", "events", "daemon"])
-            topic = (f"ecgstream/daemon/dm/availability" if kind == "daemon"
+            topic = ("ecgstream/daemon/dm/availability" if kind == "daemon"
                      else rng.choice([f"ecgstream/{dev}/{kind}", f"ecgstream/{dev}/{kind}", f"x/{dev}/{kind}"]))
             if kind in ("availability", "daemon"):
                 p = rng.choice([b"online", b"offline", b"", b"online\x00", b"ONLINE", rng.randbytes(20)])
