@@ -3,6 +3,7 @@
 Run::
 
     python bench/fuzz.py [--scale 1.0] [--workers 1] [--out docs/benchmarks/fuzz.json]
+                         [--md docs/benchmarks/fuzz.md]
 
 Targets, and what counts as what:
 
@@ -77,6 +78,9 @@ COUNTS = {
     "config_struct": 40_000,
     "config_toml": 50_000,
     "wfdb_header": 15_000,
+    "signed_payload": 150_000,
+    "reader_eval": 150_000,
+    "attempts": 100_000,
 }
 TIMEOUT_S = {"wfdb_header": 5.0}
 BATCH = 5_000
@@ -258,7 +262,7 @@ class MqttPayload(Target):
     def setup(self, workdir: Path) -> None:
         import numpy as np
 
-        from ecgstream.sources import mqtt_source as m
+        from ecgstream.sources import mqtt_payload as m
 
         self.np = np
         self.m = m
@@ -470,9 +474,221 @@ class WfdbHeader(Target):
                 dat.write_bytes(full)
 
 
+_T0_MS = 1_796_000_000_000  # the fuzz verifier's fixed host clock (Unix ms)
+
+
+class SignedPayload(Target):
+    """Signed JSON/binary chunks (genuine, mutated, forged, replayed) through the verifier.
+
+    Each input is a sequence of payloads for a few devices, decoded and checked
+    by one fresh :class:`MessageVerifier` (mode ``keyed`` or ``required``) on a
+    fixed clock. Contract: an accepted chunk of a keyed device carries exactly
+    the signed content of a chunk its key really signed (a mutation may change
+    only what the MAC does not cover, e.g. JSON white space), and the accepted
+    ``(t_ms, seq)`` of each device strictly increase (no replay).
+    """
+
+    name = "signed_payload"
+
+    def setup(self, workdir: Path) -> None:
+        import numpy as np
+
+        from ecgstream import msgauth
+        from ecgstream.sources import mqtt_payload as m
+
+        self.np, self.m, self.msgauth = np, m, msgauth
+        self.rejects = (m.PayloadError,)
+        self.keys = {"strap1": bytes(range(32)), "strap2": bytes(range(1, 33))}
+        self.devices = ["strap1", "strap2", "open3"]
+        rng = np.random.default_rng(2)
+        self.genuine: dict[str, set[bytes]] = {d: set() for d in self.keys}
+        self.pool: list[tuple[str, bytes]] = []
+        for dev, key in self.keys.items():
+            for i in range(40):
+                n = int(rng.integers(1, 60))
+                x = rng.normal(0, 1, n)
+                if i % 7 == 0:
+                    x[0] = np.nan
+                t = _T0_MS + int(rng.integers(-40_000, 40_000))
+                off = i % 11 == 0
+                for p in (m.encode_json(x, 500, i, leads_off=off, key=key, device=dev, t_ms=t),
+                          m.encode_binary(x, 250, i, leads_off=off, key=key, device=dev, t_ms=t),
+                          m.encode_binary(x, 360, i, int16_scale=0.001, key=key, device=dev, t_ms=t)):
+                    self.genuine[dev].add(m.decode_payload(p).signed)
+                    self.pool.append((dev, p))
+        # signed with the wrong key, and unsigned
+        for i in range(20):
+            x = rng.normal(0, 1, 10)
+            self.pool.append(("strap1", m.encode_json(x, 500, i, key=self.keys["strap2"], device="strap1",
+                                                       t_ms=_T0_MS)))
+            self.pool.append(("strap2", m.encode_binary(x, 500, i)))
+            self.pool.append(("open3", m.encode_json(x, 500, i)))
+        self.seeds = [p for _, p in self.pool]
+
+    def make(self, rng: random.Random) -> Any:
+        msgs = []
+        for _ in range(rng.randint(1, 12)):
+            dev, p = rng.choice(self.pool)
+            if rng.random() < 0.15:
+                dev = rng.choice(self.devices)  # a chunk presented under another device's topic
+            r = rng.random()
+            if r < 0.55:
+                p = mutate(rng, p, self.seeds)
+            elif r < 0.6:
+                p = random_bytes(rng, 400)
+            msgs.append((dev, p))
+        return msgs, rng.choice(("keyed", "required"))
+
+    def run(self, inp: Any) -> None:
+        msgs, mode = inp
+        v = self.msgauth.MessageVerifier(self.keys, mode, 30.0, wall=lambda: _T0_MS / 1000)
+        last: dict[str, tuple[int, int]] = {}
+        n_ok = 0
+        for dev, p in msgs:
+            try:
+                d = self.m.decode_payload(p)
+            except self.m.PayloadError:
+                continue
+            why = v.check(dev, d)
+            if why is not None:
+                assert isinstance(why, str) and why
+                continue
+            n_ok += 1
+            if dev in self.keys:
+                assert d.signed in self.genuine[dev], "accepted a chunk its key never signed"
+                assert abs(d.t_ms - _T0_MS) <= 30_000
+                assert last.get(dev) is None or (d.t_ms, d.seq) > last[dev], "replay accepted"
+                last[dev] = (d.t_ms, d.seq)
+            else:
+                assert mode == "keyed", "unkeyed device accepted in required mode"
+        assert sum(v.rejected.values()) <= len(msgs)
+
+
+class ReaderEval(Target):
+    """The reader: random state payloads and availability through ``on_message`` and ``evaluate``.
+
+    Contract: ``authenticated`` is True only when every fail-closed rule holds
+    (online, state ``authenticated``, finite ``time``/``valid_until``,
+    ``valid_until`` ahead of the clock by the skew, no more than the allowed
+    validity claimed, a non-empty model id equal to the expected one).
+    """
+
+    name = "reader_eval"
+
+    def setup(self, workdir: Path) -> None:
+        from ecgstream import reader
+
+        self.r = reader
+        now = 1_796_000_000.0
+        self.now = now
+        good = {"state": "authenticated", "subject": "alice", "score": 0.9, "threshold": 0.5,
+                "beats_used": 8, "time": now - 1, "valid_until": now + 4, "seq": 3, "model_id": "m1"}
+        self.seeds = [json.dumps(good).encode(),
+                      json.dumps({**good, "state": "rejected"}).encode(),
+                      json.dumps({**good, "valid_until": now - 1}).encode(),
+                      json.dumps({**good, "valid_until": now + 1e6}).encode(),
+                      json.dumps({**good, "model_id": ""}).encode(),
+                      json.dumps({**good, "time": "x"}).encode(),
+                      b"[1]", b"null", b"{}", b"", b"online", b"offline"]
+
+    def make(self, rng: random.Random) -> Any:
+        msgs = []
+        for _ in range(rng.randint(1, 8)):
+            dev = rng.choice(["d1", "d2", "", "d1/x", "+"])
+            kind = rng.choice(["auth", "availability", "auth", "events", "daemon"])
+            topic = ("ecgstream/daemon/dm/availability" if kind == "daemon"
+                     else rng.choice([f"ecgstream/{dev}/{kind}", f"ecgstream/{dev}/{kind}", f"x/{dev}/{kind}"]))
+            if kind in ("availability", "daemon"):
+                p = rng.choice([b"online", b"offline", b"", b"online\x00", b"ONLINE", rng.randbytes(20)])
+            else:
+                p = gen(rng, self.seeds, 400)
+            msgs.append((topic, p))
+        return (msgs, rng.choice(["d1", "d2", None]), rng.choice([None, "m1", "m2"]),
+                rng.choice([None, "dm"]), rng.choice([0.0, 0.5, -3.0, 1e9, math.nan]),
+                self.now + rng.choice([0.0, -10.0, 3.9, 5.0, 1e7, math.nan, math.inf]),
+                rng.choice([True, True, False]))
+
+    def run(self, inp: Any) -> None:
+        msgs, device, model_id, daemon_id, skew, now, connected = inp
+        rd = self.r.AuthReader("127.0.0.1", 1, device=device, model_id=model_id, daemon_id=daemon_id,
+                               skew_s=skew if math.isfinite(skew) else 0.0, clock=lambda: now, max_devices=4)
+        for topic, p in msgs:
+            rd.on_message(topic, p)
+        assert len(rd.devices()) <= 4
+        for dev in ("d1", "d2"):
+            if connected:
+                rd._connected.set()
+            verdict = rd.verdict(dev)
+            assert isinstance(verdict.reason, str) and verdict.reason
+            if not verdict.authenticated:
+                continue
+            view = rd._state.views.get(dev)
+            a = view.auth
+            assert connected and view.availability == "online" and a["state"] == "authenticated"
+            assert daemon_id is None or rd._state.daemon == "online"
+            vu, t = float(a["valid_until"]), float(a["time"])
+            assert math.isfinite(vu) and math.isfinite(t) and vu - t <= 60.0
+            assert now + max(0.0, rd.skew_s) < vu
+            assert isinstance(a["model_id"], str) and a["model_id"]
+            assert model_id is None or a["model_id"] == model_id
+        # the pure function on one random payload as well
+        a = self.r._parse_auth(msgs[0][1])
+        v = self.r.evaluate(self.r.DeviceView("online", a), now, model_id=model_id, skew_s=skew)
+        if v.authenticated:
+            assert a is not None and a.get("state") == "authenticated"
+
+
+class Attempts(Target):
+    """The attempt limiter on random decision sequences and (not always monotonic) times.
+
+    Contract: the output state is one of the three; while a device is locked
+    no ``authenticated`` is published; ``max_failures`` turns to ``rejected``
+    within the window with no success between them lock the device.
+    """
+
+    name = "attempts"
+
+    def setup(self, workdir: Path) -> None:
+        from ecgstream.attempts import AttemptLimiter
+        from ecgstream.decision import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
+        from ecgstream.settings import AttemptsConfig
+
+        self.L, self.D, self.C = AttemptLimiter, AuthDecision, AttemptsConfig
+        self.states = (AUTHENTICATED, REJECTED, UNKNOWN)
+        self.AUTH = AUTHENTICATED
+
+    def make(self, rng: random.Random) -> Any:
+        cfg = (rng.choice([True, True, False]), rng.randint(1, 8), rng.choice([1.0, 10.0, 300.0]),
+               rng.choice([0.5, 5.0, 300.0]))
+        t = 0.0
+        steps = []
+        for _ in range(rng.randint(1, 80)):
+            t += rng.choice([0.0, 0.1, 1.0, 5.0, 100.0, -1.0]) if rng.random() < 0.9 else rng.uniform(-50, 500)
+            steps.append((rng.choice(["a", "b"]), rng.choice(self.states), t))
+        return cfg, steps
+
+    def run(self, inp: Any) -> None:
+        (enabled, maxf, window, lock), steps = inp
+        lim = self.L(self.C(enabled=enabled, max_failures=maxf, window_s=window, lockout_s=lock))
+        for dev, state, now in steps:
+            d = self.D(state, "alice" if state == self.AUTH else None, 0.5, 0.4, 5, "r", True)
+            was_locked = lim.locked(dev, now)
+            out, ev = lim.apply(dev, d, now)
+            assert out.state in self.states
+            if not enabled:
+                assert out.state == state
+                continue
+            if lim.locked(dev, now):
+                assert out.state != self.AUTH, "authenticated published while locked"
+            if out.state == self.AUTH:
+                assert state == self.AUTH and not was_locked or ev is not None and not ev.started
+            if ev is not None:
+                assert isinstance(ev.reason, str) and ev.reason
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
     t.name: t for t in (SerialLine, SerialStream, MqttPayload, MqttStream, ConfigStruct, ConfigToml,
-                        WfdbHeader)
+                        WfdbHeader, SignedPayload, ReaderEval, Attempts)
 }
 
 
@@ -522,13 +738,53 @@ def run_batch(args: tuple[str, int, int]) -> dict:
     return res
 
 
+MD_BEGIN = "<!-- results: written by bench/fuzz.py --md; do not edit by hand -->"
+MD_END = "<!-- end of results -->"
+
+
+def results_md(out: dict) -> str:
+    """The results section of docs/benchmarks/fuzz.md for one run."""
+    m = out["machine"]
+    lines = [MD_BEGIN, "", "```", out["command"], "```", "",
+             f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; "
+             f"{out['workers']} worker(s), seed {out['seed']}, **{out['wall_s']:.0f} s** of wall time.", "",
+             "| target | inputs | accepted | rejected (documented error) | crashes | hangs | µs/input |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, a in out["targets"].items():
+        lines.append(f"| {name} | {a['inputs']:,} | {a['accepted']:,} | {a['rejected']:,} | {a['crashes']} | "
+                     f"{a['hangs']} | {a['per_input_us']:,.0f} |")
+    t = out["totals"]
+    lines.append(f"| **total** | **{t['inputs']:,}** | {t['accepted']:,} | {t['rejected']:,} | "
+                 f"**{t['crashes']}** | **{t['hangs']}** | |")
+    for name, a in out["targets"].items():
+        for tb in a["tracebacks"]:
+            lines += ["", f"Crash in {name}, input `{tb['input'][:200]}`:", "", "```", tb["traceback"].rstrip(), "```"]
+        for h in a["hang_inputs"]:
+            lines += ["", f"Hang in {name}, input `{h[:200]}`"]
+    return "\n".join([*lines, "", MD_END])
+
+
+def write_md(path: Path, out: dict) -> None:
+    """Replace the results section of ``path`` (or append one) with this run's."""
+    text = path.read_text() if path.exists() else "# Fuzzing\n\n"
+    sec = results_md(out)
+    if MD_BEGIN in text and MD_END in text:
+        a, rest = text.split(MD_BEGIN, 1)
+        text = a + sec + rest.split(MD_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + sec + "\n"
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every target's input count")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--targets", default=",".join(COUNTS), help="comma-separated subset")
     ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--out", help="JSON result path (the .md report is written beside it)")
+    ap.add_argument("--out", help="JSON result path")
+    ap.add_argument("--md", help="Markdown report whose results section is replaced "
+                    "(e.g. docs/benchmarks/fuzz.md)")
     args = ap.parse_args(argv)
     names = [n for n in args.targets.split(",") if n]
     jobs = []
@@ -570,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    if args.md:
+        write_md(Path(args.md), out)
     return 1 if totals["crashes"] or totals["hangs"] else 0
 
 

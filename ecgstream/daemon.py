@@ -348,6 +348,8 @@ class Daemon:
     def _push_chunk(self, chunk: SampleChunk) -> tuple[_Device, list[Beat]] | None:
         """DSP of one chunk, and its arrival counted for liveness; None if it was refused."""
         st = self.stats
+        if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
+            return None
         try:
             dev = self._device(chunk)
             beats = dev.pipeline.push(chunk)

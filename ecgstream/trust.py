@@ -11,7 +11,13 @@ hooks in :mod:`ecgstream.daemon` are one line each):
   and emits the ``lockout`` event;
 * ``tick(daemon)`` on the processing thread's tick: every device whose
   chunks were refused since the last tick goes ``unknown`` and gets one
-  ``input`` event that says why and how many.
+  ``input`` event that says why and how many;
+* ``admit(daemon, chunk)`` before each chunk's DSP: the daemon's own device
+  table is bounded by the same ``[input] max_devices`` as each MQTT source
+  (defence in depth: however many sources feed it). Reserved devices (of
+  ``[devices.<id>]``, with a key, or the one device of a serial or replay
+  source) are always admitted; chunks of further new devices are refused
+  and counted in ``stats["devices_refused"]``.
 
 :meth:`Trust.configure_source` (called by ``build_daemon``) gives an MQTT
 source its :class:`~ecgstream.msgauth.MessageVerifier` and device limit
@@ -50,13 +56,16 @@ class Trust:
         self.input = input_cfg or InputConfig()
         self._alerts: deque[tuple[str, str]] = deque(maxlen=max_alerts)
         self._lock = threading.Lock()
-        self.stats = {"untrusted_chunks": 0, "alerts_dropped": 0}
+        self.stats = {"untrusted_chunks": 0, "alerts_dropped": 0, "devices_refused": 0}
+        self.reserved: set[str] = set()  # always admitted (configured, keyed, single-device sources)
+        self._admitted: set[str] = set()  # other devices the daemon keeps a pipeline for
 
     # -- wiring ---------------------------------------------------------------------
     def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str]) -> None:
         """Give an MQTT source its verifier and device limit (``[input]``)."""
         from .msgauth import MessageVerifier
 
+        self.reserved |= set(known) | set(keys)
         if not hasattr(source, "verifier"):
             return
         cfg = self.input
@@ -69,6 +78,23 @@ class Trust:
         for src in daemon.sources:
             if hasattr(src, "on_untrusted"):
                 src.on_untrusted = self.untrusted
+            if not hasattr(src, "verifier") and isinstance(getattr(src, "device", None), str):
+                self.reserved.add(src.device)  # a serial or replay source: one device, chosen by the operator
+
+    def admit(self, daemon: Any, chunk: Any) -> bool:
+        """Whether the daemon may process ``chunk`` (its device is known, reserved or under the limit)."""
+        dev = chunk.device
+        if dev in daemon.devices or dev in self.reserved or dev in self._admitted:
+            return True
+        limit = 0 if self.input.only_known_devices else self.input.max_devices
+        if len(self._admitted) < limit:
+            self._admitted.add(dev)
+            return True
+        n = self.stats["devices_refused"] = self.stats["devices_refused"] + 1
+        if n == 1 or n % 10000 == 0:
+            log.warning("daemon: %d devices already (the limit, [input] max_devices): chunks of new device "
+                        "%s refused; %d so far", len(self._admitted), dev[:80], n)
+        return False
 
     def untrusted(self, device: str, reason: str) -> None:
         """A source refused a chunk of ``device`` (any thread)."""

@@ -133,5 +133,6 @@ def test_version_1_template_files_are_still_read(tmp_path):
     key = bytes(32)
     (tmp_path / "t").mkdir(mode=0o700)
     (tmp_path / "t" / "a.tmpl").write_bytes(header + nonce + AESGCM(key).encrypt(nonce, json.dumps(doc).encode(), header))
+    (tmp_path / "t" / "a.tmpl").chmod(0o600)
     t = TemplateStore(tmp_path / "t", key).load("a")
     assert t.sittings == 1 and t.cohort_id is None and np.array_equal(t.centroids[0], c)

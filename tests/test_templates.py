@@ -90,7 +90,7 @@ def test_each_write_uses_a_new_nonce(store):
 def test_no_temp_file_left(store):
     store.save(make())
     store.save(make(seed=1))
-    assert sorted(p.name for p in store.directory.iterdir()) == ["alice.tmpl"]
+    assert sorted(p.name for p in store.directory.iterdir() if not p.name.endswith(".lock")) == ["alice.tmpl"]
 
 
 def test_failed_replace_keeps_old_file(store, monkeypatch):
@@ -105,7 +105,7 @@ def test_failed_replace_keeps_old_file(store, monkeypatch):
         store.save(make(seed=1))
     monkeypatch.undo()
     assert store.load("alice") == old
-    assert sorted(p.name for p in store.directory.iterdir()) == ["alice.tmpl"]
+    assert sorted(p.name for p in store.directory.iterdir() if not p.name.endswith(".lock")) == ["alice.tmpl"]
 
 
 def test_failed_write_midway_keeps_old_file(store, monkeypatch):
@@ -120,7 +120,7 @@ def test_failed_write_midway_keeps_old_file(store, monkeypatch):
         store.save(make(seed=1))
     monkeypatch.undo()
     assert store.load("alice") == old
-    assert [p.name for p in store.directory.iterdir()] == ["alice.tmpl"]
+    assert [p.name for p in store.directory.iterdir() if not p.name.endswith(".lock")] == ["alice.tmpl"]
 
 
 # -- tampering and foreign files ----------------------------------------------------
@@ -174,6 +174,7 @@ def test_renamed_file_with_edited_header_subject_fails_authentication(store):
     src = store.save(make("alice"))
     blob = src.read_bytes().replace(b"alice", b"carol", 1)
     (store.directory / "carol.tmpl").write_bytes(blob)
+    (store.directory / "carol.tmpl").chmod(0o600)
     with pytest.raises(TemplateError, match="authentication failed"):
         store.load("carol")
 
@@ -188,8 +189,9 @@ def test_wrong_key_is_refused(store, tmp_path):
 
 
 def test_foreign_format_is_refused(store):
-    store.directory.mkdir()
+    store.directory.mkdir(mode=0o700)
     (store.directory / "alice.tmpl").write_bytes(b'{"subject": "alice"}')
+    (store.directory / "alice.tmpl").chmod(0o600)
     with pytest.raises(TemplateError, match="bad magic"):
         store.load("alice")
 

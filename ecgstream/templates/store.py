@@ -5,13 +5,35 @@
 file in the store directory, ``fsync``, :func:`os.replace`, ``fsync`` of the
 directory) with mode 0600; a store directory created by
 :class:`TemplateStore` gets mode 0700.
+
+Hostile stores (issue 11, part 4). Template files are opened with
+``O_NOFOLLOW``: a symbolic link is refused, as is a file that is not a
+regular file, has any group or other permission bit, or belongs to another
+user (root's files are accepted); the store directory itself must not be a
+symbolic link, must have no group or other permission bits and must belong
+to this user (or root). Each refusal is a :class:`TemplateError` that says
+what to fix; a scan skips (and counts in :attr:`ScanReport.broken`) the
+files it refuses, and refuses a bad directory outright.
+
+Concurrent writers of one subject (two ``enroll`` runs). Every write holds
+an exclusive ``fcntl.flock`` on ``.<subject>.lock`` in the store for the
+check and the rename, and compares the subject's file with what this store
+object last saw of it: :meth:`TemplateStore.__contains__` finding no file,
+or :meth:`TemplateStore.load` reading one. If the file changed since (another
+run enrolled or re-enrolled the subject meanwhile), :meth:`save` refuses
+with a :class:`TemplateError` and writes nothing, unless ``replace=True``
+(``--force``). A subject this object has not looked at is replaced as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +50,16 @@ __all__ = ["SUFFIX", "ScanReport", "TemplateInfo", "TemplateStore"]
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tmpl"
+LOCK_SUFFIX = ".lock"
+_ABSENT = b""  # what _seen records for a subject found without a file
+
+
+def _mode(st: os.stat_result) -> str:
+    return f"{stat.S_IMODE(st.st_mode):o}"
+
+
+def _owner_ok(st: os.stat_result) -> bool:
+    return st.st_uid in (os.geteuid(), 0)
 
 
 class TemplateInfo(NamedTuple):
@@ -85,6 +117,8 @@ class TemplateStore:
         self.directory = Path(directory)
         self._aead = AESGCM(bytes(key))
         self.last_report = ScanReport()
+        #: subject -> SHA-256 of the file last read or written, or _ABSENT (module docs)
+        self._seen: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"TemplateStore({str(self.directory)!r})"
@@ -94,14 +128,105 @@ class TemplateStore:
         return self.directory / f"{validate_subject(subject)}{SUFFIX}"
 
     def __contains__(self, subject: object) -> bool:
+        """Whether a file (even a damaged one, or a link) exists for ``subject``.
+
+        Finding none is remembered: a later :meth:`save` of ``subject``
+        refuses to replace a file another writer made meanwhile.
+        """
         try:
-            return self.path_for(subject).is_file()  # type: ignore[arg-type]
+            path = self.path_for(subject)  # type: ignore[arg-type]
         except TemplateError:
             return False
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            self._seen[subject] = _ABSENT  # type: ignore[index]
+            return False
+        except OSError:
+            return False
+        return True
+
+    # -- the hostile-store checks ---------------------------------------------
+    def check_directory(self) -> bool:
+        """Check the store directory (module docs); False when it does not exist.
+
+        Raises
+        ------
+        TemplateError
+            A symbolic link, not a directory, group/other permissions, or
+            another owner.
+        """
+        d = self.directory
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise TemplateError(f"cannot examine the template store: {exc.strerror}", d) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise TemplateError("the template store is a symbolic link: refused (point the store at the "
+                                "real directory)", d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise TemplateError("the template store is not a directory", d)
+        if not _owner_ok(st):
+            raise TemplateError(f"the template store belongs to uid {st.st_uid}, not to this user "
+                                f"(uid {os.geteuid()}): refused (chown it)", d)
+        if st.st_mode & 0o077:
+            raise TemplateError(f"the template store has group/other permissions (mode {_mode(st)}): "
+                                f"refused (chmod 700 {d})", d)
+        return True
+
+    def _open_checked(self, path: Path) -> int:
+        """An fd of ``path`` opened with O_NOFOLLOW and checked (module docs)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise TemplateError("template file is a symbolic link: refused", path) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise TemplateError("template file is not a regular file: refused", path)
+            if not _owner_ok(st):
+                raise TemplateError(f"template file belongs to uid {st.st_uid}, not to this user "
+                                    f"(uid {os.geteuid()}): refused (chown it)", path)
+            if st.st_mode & 0o077:
+                raise TemplateError(f"template file has group/other permissions (mode {_mode(st)}): "
+                                    f"refused (chmod 600 {path})", path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _current_digest(self, path: Path) -> bytes:
+        """SHA-256 of the file now at ``path`` (_ABSENT when none; a link or other oddity hashes its name)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return _ABSENT
+        except OSError:
+            return hashlib.sha256(b"unreadable:" + os.fsencode(path)).digest()
+        with os.fdopen(fd, "rb") as f:
+            return hashlib.sha256(f.read(codec.MAX_FILE_BYTES + 1)).digest()
+
+    @contextlib.contextmanager
+    def _subject_lock(self, subject: str):  # type: ignore[no-untyped-def]
+        """Hold the exclusive flock of ``subject`` (``.<subject>.lock`` in the store)."""
+        lock = self.directory / f".{subject}{LOCK_SUFFIX}"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise TemplateError(f"cannot open the enrolment lock: {exc.strerror}", lock) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- writing --------------------------------------------------------------
     def _ensure_dir(self) -> None:
-        if not self.directory.is_dir():
+        if not self.check_directory():
             try:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
@@ -109,8 +234,16 @@ class TemplateStore:
             os.chmod(self.directory, 0o700)
             log.info("created template store %s (mode 0700)", self.directory)
 
-    def save(self, t: Template) -> Path:
+    def save(self, t: Template, replace: bool | None = None) -> Path:
         """Write ``t`` atomically, replacing the subject's previous template.
+
+        Parameters
+        ----------
+        t : Template
+        replace : bool or None
+            True: replace whatever is there (``--force``). False: refuse if
+            the subject has a file. None: refuse if the file changed since
+            this store last saw it (module docs), else replace.
 
         Returns
         -------
@@ -120,16 +253,32 @@ class TemplateStore:
         Raises
         ------
         TemplateError
-            The store cannot be written; the previous file, if any, is intact.
+            The store cannot be written, or another writer changed the
+            subject's file meanwhile; the previous file, if any, is intact.
         """
         if not isinstance(t, Template):
             raise TypeError(f"expected a Template, got {type(t).__name__}")
         path = self.path_for(t.subject)
         self._ensure_dir()
         blob = codec.encode(t, self._aead, os.urandom(codec.NONCE_BYTES))
+        with self._subject_lock(t.subject):
+            now = self._current_digest(path)
+            expect = self._seen.get(t.subject) if replace is None else (_ABSENT if replace is False else None)
+            if expect is not None and now != expect:
+                raise TemplateError(
+                    f"the template of {t.subject!r} was "
+                    + ("written" if expect == _ABSENT else "changed")
+                    + " by another enrolment while this one ran; nothing saved (enrol again, with --force "
+                    "to replace it)", path)
+            self._write(path, t.subject, blob)
+        self._seen[t.subject] = hashlib.sha256(blob).digest()
+        log.info("saved template of %s (model %s, %d beats) to %s", t.subject, t.model_id, t.n_beats, path)
+        return path
+
+    def _write(self, path: Path, subject: str, blob: bytes) -> None:
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{t.subject}.", suffix=".tmp", dir=self.directory)
+            fd, tmp = tempfile.mkstemp(prefix=f".{subject}.", suffix=".tmp", dir=self.directory)
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o600)
                 f.write(blob)
@@ -144,8 +293,6 @@ class TemplateStore:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-        log.info("saved template of %s (model %s, %d beats) to %s", t.subject, t.model_id, t.n_beats, path)
-        return path
 
     def remove(self, subject: str) -> None:
         """Delete ``subject``'s template.
@@ -167,8 +314,9 @@ class TemplateStore:
 
     # -- reading --------------------------------------------------------------
     def _read(self, path: Path, expect_subject: str | None = None) -> Template:
+        self.check_directory()
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(self._open_checked(path), "rb") as f:
                 blob = f.read(codec.MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             subj = expect_subject or path.stem
@@ -176,7 +324,9 @@ class TemplateStore:
         except OSError as exc:
             raise TemplateError(f"cannot read template: {exc.strerror}", path) from None
         stem = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
-        return codec.decode(blob, path, self._aead, stem)
+        t = codec.decode(blob, path, self._aead, stem)
+        self._seen[stem] = hashlib.sha256(blob).digest()
+        return t
 
     def load(self, subject: str, model_id: str | None = None, cohort_id: str | None = None) -> Template:
         """Read and check ``subject``'s template.
@@ -211,7 +361,7 @@ class TemplateStore:
         return t
 
     def _files(self) -> list[Path]:
-        if not self.directory.is_dir():
+        if not self.check_directory():
             log.warning("template store %s does not exist (no templates)", self.directory)
             return []
         return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
