@@ -149,6 +149,58 @@ def flood(ids: int, limit: int) -> int:
     return 0 if legit_ok == legit_seq and len(st.devices) <= limit + 1 else 1
 
 
+def flood_daemon(ids: int, limit: int) -> int:
+    """The same flood through a real Daemon: its device table is bounded by ``[input] max_devices``."""
+    import threading
+
+    from ecgstream.daemon import Daemon
+    from ecgstream.settings import InputConfig
+    from ecgstream.sources.base import SourceStats
+    from ecgstream.trust import Trust
+    from ecgstream.types import SampleChunk
+    from edge import EmbeddingModel
+
+    class _Null:
+        def start(self): pass
+        def availability(self, *a): pass
+        def auth(self, *a): pass
+        def liveness(self, *a): pass
+        def event(self, *a): pass
+        def close(self): pass
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.05, 50)
+    legit_n = 0
+
+    class _Flood:
+        uri = "flood:"
+        stats = SourceStats()
+
+        def run(self, sink, stop):
+            nonlocal legit_n
+            for i in range(ids):
+                sink(SampleChunk(f"fake{i:07d}", 500.0, 0, x, arrival_s=time.monotonic()))
+                if i % 100 == 0:
+                    sink(SampleChunk("legit", 500.0, 50 * legit_n, x, arrival_s=time.monotonic()))
+                    legit_n += 1
+
+    model = EmbeddingModel()
+    trust = Trust(input_cfg=InputConfig(max_devices=limit))
+    trust.reserved.add("legit")
+    d = Daemon([_Flood()], model, {}, _Null(), identify=False, speed=None, queue_max_chunks=10 ** 7, trust=trust)
+    r0 = _rss_mb()
+    t = time.perf_counter()
+    assert d.run(threading.Event()) == 0
+    dt = time.perf_counter() - t
+    r1 = _rss_mb()
+    legit = d.devices["legit"].pipeline.status.next_sample if "legit" in d.devices else 0
+    print(f"daemon: {ids} distinct device ids at limit {limit}: {len(d.devices)} pipelines, "
+          f"{trust.stats['devices_refused']} chunks refused; RSS {r0:.1f} -> {r1:.1f} MiB (+{r1 - r0:.1f}); "
+          f"{ids / dt:.0f} chunks/s")
+    print(f"legitimate device (reserved): {legit // 50} of {legit_n} chunks processed")
+    return 0 if legit // 50 == legit_n and len(d.devices) <= limit + 1 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -157,8 +209,11 @@ def main() -> int:
     f = sub.add_parser("flood")
     f.add_argument("--ids", type=int, default=100_000)
     f.add_argument("--limit", type=int, default=1000)
+    f.add_argument("--daemon", action="store_true", help="through a real Daemon instead of the MQTT source")
     a = ap.parse_args()
-    return spoof(a.n) if a.cmd == "spoof" else flood(a.ids, a.limit)
+    if a.cmd == "spoof":
+        return spoof(a.n)
+    return flood_daemon(a.ids, a.limit) if a.daemon else flood(a.ids, a.limit)
 
 
 if __name__ == "__main__":
