@@ -285,14 +285,19 @@ def test_socat_unplug_and_replug_reconnects_with_a_gap(tmp_path):
 def test_reopen_backs_off_exponentially_up_to_the_cap(tmp_path):
     """Injected sleep: waits double from retry_min_s to retry_max_s while the port is away."""
     waits: list[float] = []
+    unplugged = threading.Event()
     with SocatLink(tmp_path) as link:
 
         def sleep(s: float) -> None:
             waits.append(s)
             if len(waits) == 6:
-                # The cable is back during the sixth wait. Under load socat can
-                # take seconds to create its links: give it time (a timeout
-                # here would kill the source thread, not test the backoff).
+                # The cable is back during the sixth wait. The injected waits are
+                # instant, so the retries can outrun the unplug itself (still
+                # reaping socat and removing its links; CI once saw "socat already
+                # running"): replug only once it is done. Under load socat can
+                # take seconds to create its links: give it time (a timeout here
+                # would kill the source thread, not test the backoff).
+                unplugged.wait(30)
                 link.start(timeout_s=30)
 
         src = SerialSource(f"serial:{link.dev}?fs=250", retry_min_s=0.05, retry_max_s=0.3,
@@ -300,6 +305,7 @@ def test_reopen_backs_off_exponentially_up_to_the_cap(tmp_path):
         with SourceRunner(src) as run:
             assert wait_for(src.connected.is_set, 5)
             link.unplug()
+            unplugged.set()
             assert wait_for(lambda: src.stats.reconnects == 1, 40), (waits, run.error)
     assert run.error is None
     assert waits[:6] == [0.05, 0.1, 0.2, 0.3, 0.3, 0.3]
