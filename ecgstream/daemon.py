@@ -376,7 +376,8 @@ class Daemon:
         assert dev.matcher is not None and dev.decider is not None
         st.beats_good += 1
         d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed)
-        if dev.matcher.adapt(b, e, d, live):
+        # A locked-out device (attempt limits) publishes no `authenticated`, so it adapts nothing either.
+        if not self.trust.attempts.locked(dev.device, self.clock()) and dev.matcher.adapt(b, e, d, live):
             st.adaptations += 1
         if dev.device not in st.first_decision_s and d.state != UNKNOWN:
             st.first_decision_s[dev.device] = b.r_time_s

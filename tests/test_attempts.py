@@ -133,9 +133,11 @@ def test_daemon_locks_after_rejected_attempts_then_genuine_stays_unknown(model, 
     assert not any(m["state"] == "authenticated" for m in auth)
     assert any("locked out" in (m["reason"] or "") for m in auth)  # the genuine wearer was held
     assert d.trust.counters["lockouts"] == 1 and d.trust.counters["held"] > 0
-    # control: without the limit the same stream authenticates in its genuine segment
-    _, lines = _run(model, templates, Segments(parts, fs), attempts=AttemptsConfig(enabled=False))
+    assert d.stats.adaptations == 0  # a locked device adapts nothing
+    # control: without the limit the same stream authenticates in its genuine segment (and adapts)
+    d2, lines = _run(model, templates, Segments(parts, fs), attempts=AttemptsConfig(enabled=False))
     assert any(m["kind"] == "auth" and m["state"] == "authenticated" for m in lines)
+    assert d2.stats.adaptations > 0
 
 
 def test_untrusted_chunk_sends_device_unknown_with_an_event(model, templates):
