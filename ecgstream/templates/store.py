@@ -58,6 +58,16 @@ def _mode(st: os.stat_result) -> str:
     return f"{stat.S_IMODE(st.st_mode):o}"
 
 
+def _check_owner_and_mode(st: os.stat_result, what: str, mode: str, path: Path) -> None:
+    """Refuse ``path`` (a store file or the store) owned by another user or open to group/other."""
+    if not _owner_ok(st):
+        raise TemplateError(f"{what} belongs to uid {st.st_uid}, not to this user "
+                            f"(uid {os.geteuid()}): refused (chown it)", path)
+    if st.st_mode & 0o077:
+        raise TemplateError(f"{what} has group/other permissions (mode {_mode(st)}): "
+                            f"refused (chmod {mode} {path})", path)
+
+
 def _owner_ok(st: os.stat_result) -> bool:
     return st.st_uid in (os.geteuid(), 0)
 
@@ -168,12 +178,7 @@ class TemplateStore:
                                 "real directory)", d)
         if not stat.S_ISDIR(st.st_mode):
             raise TemplateError("the template store is not a directory", d)
-        if not _owner_ok(st):
-            raise TemplateError(f"the template store belongs to uid {st.st_uid}, not to this user "
-                                f"(uid {os.geteuid()}): refused (chown it)", d)
-        if st.st_mode & 0o077:
-            raise TemplateError(f"the template store has group/other permissions (mode {_mode(st)}): "
-                                f"refused (chmod 700 {d})", d)
+        _check_owner_and_mode(st, "the template store", "700", d)
         return True
 
     def _open_checked(self, path: Path) -> int:
@@ -188,12 +193,7 @@ class TemplateStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise TemplateError("template file is not a regular file: refused", path)
-            if not _owner_ok(st):
-                raise TemplateError(f"template file belongs to uid {st.st_uid}, not to this user "
-                                    f"(uid {os.geteuid()}): refused (chown it)", path)
-            if st.st_mode & 0o077:
-                raise TemplateError(f"template file has group/other permissions (mode {_mode(st)}): "
-                                    f"refused (chmod 600 {path})", path)
+            _check_owner_and_mode(st, "template file", "600", path)
         except BaseException:
             os.close(fd)
             raise
