@@ -223,6 +223,7 @@ def _fleet_data(model, path: Path) -> None:
 def render_md(m: dict) -> str:
     """Render docs/benchmarks/daemon.md from the results JSON."""
     streams = sorted(m["streams"], key=lambda r: r["streams"])
+    acc_note = f", rerun alone as `python {m['accuracy_command']}`" if m.get("accuracy_command") else ""
 
     def ms(v: float | None) -> str:
         return "-" if v is None else str(v)
@@ -246,7 +247,7 @@ def render_md(m: dict) -> str:
     acc = {a["operating_point"]: a for a in m["accuracy"]}
     return f"""# Daemon benchmarks
 
-Command: `python bench/bench_daemon.py --seconds 20` (model `{m['model_id']}`), machine: {m['machine']}
+Command: `python bench/bench_daemon.py --seconds 20` (model `{m.get('streams_model_id', m['model_id'])}`), machine: {m['machine']}
 (shared VM; load average at start {m['load_average_at_start'][0]:.2f}). Raw results: [daemon.json](daemon.json).
 How each figure is measured is in the script's docstring. {m.get('streams_note', '')}.
 
@@ -284,7 +285,7 @@ Goal <= 0.5 s: {'met' if cs['synthetic']['cold_start_s_median'] <= 0.5 else 'not
 
 ## Accuracy over the daemon path, and time to the first decision
 
-Computed by `train/daemon_path.py` (the same code as `python -m train.evaluate`):
+Computed by `train/daemon_path.py` (the same code as `python -m train.evaluate`){acc_note}:
 `enroll` on rec_1 of each seed held-out person (never seen in training), `Daemon.run` on each of the
 person's other records (genuine) and on rec_1 of every other held-out person (impostor), as fast as
 possible; the last decided state of a run counts. Time to first decision: stream seconds from the
@@ -296,7 +297,7 @@ first sample (leads on) to the first authenticated/rejected state.
 
 Goal leads-on to first decision <= 4 s: median {acc['far_0.001']['time_to_first_decision_s_median']} s, p90 {acc['far_0.001']['time_to_first_decision_s_p90']} s. The default
 operating point (FAR 0.1 %) rejects {100 * acc['far_0.001']['impostor_rejected']:.0f} % of impostor runs and accepts
-{100 * acc['far_0.001']['genuine_authenticated']:.0f} % of genuine runs with the shipped model {m.get('model_id', '')} (`enroll` as the
+{100 * acc['far_0.001']['genuine_authenticated']:.0f} % of genuine runs with the shipped model {m.get('accuracy_model_id', m['model_id'])} (`enroll` as the
 CLI does: at least 10 good beats, 20 s); the EER point accepts {100 * acc['eer']['genuine_authenticated']:.0f} % of genuine runs and
 {100 - 100 * acc['eer']['impostor_rejected']:.0f} % of impostor runs.
 """
@@ -326,9 +327,11 @@ def main() -> int:
 
     model = EmbeddingModel()
     res: dict = json.loads(Path(args.out).read_text()) if args.skip and Path(args.out).exists() else {}
-    res.update({"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
-                 "model_id": model.model_id, "command": " ".join(sys.argv),
-                 "load_average_at_start": os.getloadavg()})
+    if not {"cold", "streams"} <= set(args.skip):  # the page's header describes the speed runs
+        res.update({"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+                     "model_id": model.model_id, "command": " ".join(sys.argv),
+                     "load_average_at_start": os.getloadavg()})
+    res.setdefault("model_id", model.model_id)
     if "cold" not in args.skip:
         reps = 3 if args.quick else 7
         res["cold_start"] = {
@@ -349,7 +352,11 @@ def main() -> int:
             r = json.loads(out.strip().splitlines()[-1])
             print("streams", r, flush=True)
             res["streams"].append(r)
+    if "streams" not in args.skip:
+        res["streams_model_id"] = model.model_id
     if "accuracy" not in args.skip:
+        res["accuracy_model_id"] = model.model_id
+        res["accuracy_command"] = " ".join(sys.argv)
         res["accuracy"] = [bench_accuracy(model, op) for op in ("far_0.001", "eer")]
         print("accuracy", res["accuracy"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
