@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"enrolled {r['enrolled']}/{r['persons']}"
                   + (f" (failed: {', '.join(f'{k}: {v}' for k, v in r['enrolment_failed'].items())})"
                      if r["enrolment_failed"] else ""))
+            wrong = [f"{x['subject']} <- {x['record']}" for x in r["runs"] if not x["genuine"] and x["final"] == "authenticated"]
+            if wrong:
+                print(f"  impostor runs ending authenticated (template <- probe): {', '.join(wrong)}")
         out["daemon_path"] = dp
         from .daemon_path import enrolment_success
 

@@ -120,8 +120,10 @@ def evaluate_folds(
     policy = policy or AdaptationPolicy(rate=0.05, floor=0.9)
     out: dict = {"variants": {}, "shipped": shipped, "folds": [list(map(int, f.persons)) for f in folds]}
     pooled: dict = {}
+    # Each fold's matchers (and the cohort z-norm needs) once, not per variant and table.
+    fold_matchers = [_matchers(bs, f) for f in folds]
     for name in variants:
-        if any(name not in _matchers(bs, f) for f in folds):
+        if any(name not in fm for fm in fold_matchers):
             continue
         ver_pool: dict = {}
         cd_pool: dict = {}
@@ -130,10 +132,10 @@ def evaluate_folds(
         tar_fold: dict[str, list[float]] = {str(k): [] for k in KS}
         hits = trials = 0
         adapt_info = {"adapted_genuine": 0, "adapted_impostor": 0, "min_cos_to_enrolled": 1.0}
-        for f in folds:
+        for f, fm in zip(folds, fold_matchers, strict=True):
             held = np.isin(bs.person, f.persons)
             hb, he = bs.subset(held), f.emb[held]
-            m = _matchers(bs, f)[name]
+            m = fm[name]
             ver = verification_protocol(hb, he, KS, m)
             for k in KS:
                 g, i = ver[k]
@@ -169,9 +171,9 @@ def evaluate_folds(
     enrol = {}
     for n in ENROL_NS:
         pool: dict = {}
-        for f in folds:
+        for f, fm in zip(folds, fold_matchers, strict=True):
             held = np.isin(bs.person, f.persons)
-            m = _matchers(bs, f)[shipped]
+            m = fm[shipped]
             m = Matcher(norm=m.norm, cohort=m.cohort, weighted=m.weighted, enrol_beats=n)
             _pool(pool, verification_protocol(bs.subset(held), f.emb[held], (1, 10), m))
         enrol["all" if n is None else str(n)] = summarise(pool)
