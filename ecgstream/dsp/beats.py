@@ -128,6 +128,8 @@ class BeatPipeline:
         self._y_keep = (self.detector.refine_back + self._flutter_back + cfg.n_before
                         + self.detector.refine_half + round(late_s * cfg.fs_hz) + 8)
         self._raw_keep = round((cfg.window_before_s + cfg.window_after_s + late_s + self.conditioner.delay_s) * self.fs_in) + 64
+        # Pipelines with equal keys share a pass in ecgstream.dsp.fleet.
+        self.design_key = _design_key(cfg, self.detector.cfg, self.fs_in)
         self.status = StreamStatus()
         self._started = False
         self._flat_run = 0  # identical raw samples ending at the last one
@@ -246,10 +248,20 @@ class BeatPipeline:
 
     def _feed(self, x: np.ndarray, src_start: int, bad: bool = False) -> list[Beat]:
         """Feed finite samples that continue the current segment."""
+        self._take(x, src_start, bad)
+        return self._conditioned(self.conditioner.push(x))
+
+    def _take(self, x: np.ndarray, src_start: int, bad: bool, last_change: int | None = None) -> None:
+        """Bookkeeping of samples about to be conditioned (raw history, contact).
+
+        ``last_change``: index in ``np.diff(x)`` of the last non-zero
+        difference (-1: none), when the caller computed it for many chunks at
+        once (:mod:`.fleet`); else it is computed here.
+        """
         st = self.status
         if not bad:
             self._last_valid = float(x[-1])
-            self._track_flat(x)
+            self._track_flat(x, last_change)
             st.leads_off = st.flat
         expect = self._seg0 + self._fed
         if src_start != expect:
@@ -259,12 +271,19 @@ class BeatPipeline:
         self._fed += x.size
         self._raw = np.concatenate((self._raw, x))
         self._raw_bad = np.concatenate((self._raw_bad, np.full(x.size, bad)))
-        y = self.conditioner.push(x)
+
+    def _conditioned(self, y: np.ndarray, qrs: list[int] | None = None) -> list[Beat]:
+        """Detect and cut beats in newly conditioned samples ``y``.
+
+        ``qrs``: what the detector decided on ``y``, when :mod:`.fleet` ran
+        the detectors of many devices at once; None runs it here.
+        """
         if y.size == 0:
             self._trim_raw()
             return []
         self._y = np.concatenate((self._y, y))
-        for q in self.detector.push(y):
+        qs = self.detector.push(y) if qrs is None else qrs
+        for q in qs:
             self._pending.append(self._refine(q))
         beats = self._emit(final=False)
         # Trim the raw history only after the beats of this chunk have read
@@ -278,6 +297,22 @@ class BeatPipeline:
             self._y0 = oldest
         return beats
 
+    def plain(self, chunk: SampleChunk) -> np.ndarray | None:
+        """The chunk's samples if it simply continues the stream, else None.
+
+        A plain chunk (same rate, contiguous, no gap or lead-off mark, no
+        dropout in progress, a primed conditioner) can be advanced in a batch
+        of devices by :class:`~ecgstream.dsp.fleet.FleetDsp`; any other goes
+        through :meth:`push`. Finiteness is checked by the caller. Nothing is
+        changed here.
+        """
+        if (chunk.fs_hz != self.fs_in or chunk.gap_before or chunk.leads_off or not self._started
+                or self._invalid_run or int(chunk.start_sample) != self.status.next_sample
+                or self.conditioner._zi is None):
+            return None
+        x = coerce_samples(chunk.samples)
+        return x if x.size else None
+
     def _trim_raw(self) -> None:
         if self._raw.size > self._raw_keep:
             cut = self._raw.size - self._raw_keep
@@ -285,13 +320,15 @@ class BeatPipeline:
             self._raw_bad = self._raw_bad[cut:]
             self._raw0 += cut
 
-    def _track_flat(self, x: np.ndarray) -> None:
+    def _track_flat(self, x: np.ndarray, last_change: int | None = None) -> None:
         # Length of the run of identical values ending at the last sample.
-        ch = np.flatnonzero(np.diff(x) != 0)
-        if ch.size == 0:
+        if last_change is None:
+            ch = np.flatnonzero(np.diff(x) != 0)
+            last_change = int(ch[-1]) if ch.size else -1
+        if last_change < 0:
             run = self._flat_run + x.size if x[0] == self._flat_last else x.size
         else:
-            run = x.size - 1 - int(ch[-1])
+            run = x.size - 1 - last_change
         self._flat_run = run
         self._flat_last = float(x[-1])
         self.status.flat = run >= self._flat_n
@@ -471,6 +508,14 @@ class BeatPipeline:
         for q in self.detector.flush(tail):
             self._pending.append(self._refine(q))
         return self._emit(final=True)
+
+
+_DESIGNS: dict[tuple, int] = {}
+
+
+def _design_key(cfg: DspConfig, det: DetectorConfig, fs_in: float) -> int:
+    """A small int per distinct (settings, detector settings, rate): exact, unlike a hash."""
+    return _DESIGNS.setdefault((cfg, det, fs_in), len(_DESIGNS))
 
 
 def _run_at(x: np.ndarray, value: float) -> int:

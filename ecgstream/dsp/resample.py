@@ -115,6 +115,51 @@ class StreamingResampler:
         self._hist = buf[-(self._taps - 1):] if self._taps > 1 else np.empty(0)
         return y
 
+    # -- many streams at once (ecgstream.dsp.fleet) ---------------------
+    def plan(self, n: int) -> tuple[int, int]:
+        """``(phase, count)`` of the next :meth:`push` of ``n`` samples.
+
+        ``count`` output samples, whose inputs and coefficients depend only
+        on ``phase`` (= ``m_next * down - base * up``): resamplers of one
+        design with equal plans can be advanced by :meth:`push_many`.
+        """
+        base = self._n_in - (self._taps - 1)
+        m_end = ((self._n_in + n) * self.up - 1) // self.down + 1
+        return self._m_next * self.down - base * self.up, m_end - self._m_next
+
+    @staticmethod
+    def push_many(rs: list[StreamingResampler], x: np.ndarray) -> np.ndarray:
+        """:meth:`push` of row ``i`` of ``x`` (G, n) into ``rs[i]``, in one pass.
+
+        The resamplers share one design, are primed (or identity) and have
+        equal :meth:`plan` for ``n``; returns (G, count), each row bitwise
+        what :meth:`push` returns (the same products, summed in the same
+        order: only the arrays have one more axis).
+        """
+        r0 = rs[0]
+        n = x.shape[1]
+        if r0.identity:
+            for r in rs:
+                r._n_in += n
+                r._m_next += n
+            return x.copy()
+        phase, count = r0.plan(n)
+        hist = np.stack([r._hist for r in rs])
+        buf = np.concatenate((hist, x), axis=1)
+        pos = phase + np.arange(count, dtype=np.int64) * r0.down
+        idx = pos // r0.up
+        coeff = r0._poly[pos % r0.up]
+        prod = buf[:, idx[:, None] - r0._lags] * coeff
+        y = prod[:, :, 0].copy()
+        for j in range(1, r0._taps):
+            y += prod[:, :, j]
+        keep = buf[:, buf.shape[1] - (r0._taps - 1):]
+        for i, r in enumerate(rs):
+            r._n_in += n
+            r._m_next += count
+            r._hist = keep[i]
+        return y
+
     def output_to_input_index(self, m: np.ndarray | int) -> np.ndarray | float:
         """Map output sample indices to (fractional) input sample indices,
         compensating the filter's group delay."""
