@@ -157,6 +157,7 @@ def test_odd_device_ids_are_mapped_to_home_assistant_ids(device):
 
 def test_mapped_ids_do_not_collide():
     assert object_id("chest1") == "chest1" and object_id("a-b_C9") == "a-b_C9"
+    assert object_id("chest.1") == "chest_1_d8631221"  # the example in docs/mqtt_output.md
     assert object_id("a.b") != object_id("a_b") != object_id("a b")
     assert object_id("x" * 70 + "1") != object_id("x" * 70 + "2")
 
