@@ -26,8 +26,9 @@ What this follows, from Home Assistant's MQTT documentation
   so the topic is ``<discovery_prefix>/<component>/<unique_id>/config``,
   and a device id with other characters is mapped by :func:`object_id`;
 - configs are retained ("without this, the sensor will not be available
-  after Home Assistant restarts"); "a configuration update with an empty
-  payload will cause a previously discovered device to be deleted";
+  after Home Assistant restarts"), so the daemon need not listen to HA's
+  birth message (``homeassistant/status``); "a configuration update with an
+  empty payload will cause a previously discovered device to be deleted";
 - ``availability`` is a list of topics with ``payload_available`` /
   ``payload_not_available``, and ``availability_mode: all`` means
   "``payload_available`` must be received on all configured availability
@@ -102,9 +103,10 @@ class Discovery:
     expire_after_s : int
         HA's ``expire_after`` (whole seconds, >= 1).
     remove_on_stop : bool
-        Delete the entities (empty retained configs) on a clean stop. Default
-        off: HA users expect entities to stay across daemon restarts (they
-        show ``unavailable`` meanwhile, through the availability topics).
+        Delete the entities (empty retained configs) on a clean stop, if the
+        broker is connected then. Default off: HA users expect entities to
+        stay across daemon restarts (they show ``unavailable`` meanwhile,
+        through the availability topics).
 
     Raises
     ------
