@@ -441,7 +441,7 @@ class BeatPipeline:
             # running cumsum): the same value for the same samples.
             st = x.strides[0]
             x = np.ndarray((x.size - k + 1, k), dtype=x.dtype, buffer=x, strides=(st, st)).sum(axis=1) / k
-        x = x - np.median(x)
+        x = x - _median(x)
         ax = np.abs(x)
         dsum = float(np.abs(np.diff(x)).sum())
         if dsum <= 0:
@@ -475,7 +475,8 @@ class BeatPipeline:
         raw = self._raw[ra:rb]
         if self._raw_bad[ra:rb].any():
             flags.add("invalid")
-        if raw.size and (_run_at(raw, raw.max()) >= self._clip_n or _run_at(raw, raw.min()) >= self._clip_n):
+        if raw.size and (_run_at(raw, raw.max(), self._clip_n) >= self._clip_n
+                         or _run_at(raw, raw.min(), self._clip_n) >= self._clip_n):
             flags.add("clipped")
         quality, qflags = self.quality.assess(win, cfg.n_before, rr_s)
         flags |= qflags
@@ -510,6 +511,23 @@ class BeatPipeline:
         return self._emit(final=True)
 
 
+def _median(x: np.ndarray) -> float:
+    """``np.median(x)`` of a 1-D array, the same value, without its wrapper's overhead.
+
+    As numpy does: partition at the middle (both middles when even), then
+    the middle value or the mean of the two; non-finite input takes
+    ``np.median`` itself.
+    """
+    n = x.size
+    h = n // 2
+    if n % 2:
+        v = np.partition(x, h)[h]
+    else:
+        p = np.partition(x, (h - 1, h))
+        v = (p[h - 1] + p[h]) / 2.0
+    return float(v) if np.isfinite(v) else float(np.median(x))
+
+
 _DESIGNS: dict[tuple, int] = {}
 
 
@@ -518,9 +536,19 @@ def _design_key(cfg: DspConfig, det: DetectorConfig, fs_in: float) -> int:
     return _DESIGNS.setdefault((cfg, det, fs_in), len(_DESIGNS))
 
 
-def _run_at(x: np.ndarray, value: float) -> int:
-    """Longest run of consecutive samples of ``x`` equal to ``value``."""
-    eq = np.concatenate(([False], x == value, [False]))
+def _run_at(x: np.ndarray, value: float, at_least: int = 0) -> int:
+    """Longest run of consecutive samples of ``x`` equal to ``value``.
+
+    With ``at_least``: when fewer samples than that equal ``value`` at all,
+    their count (no run can be longer) is returned at once: the caller only
+    asks whether a run reaches ``at_least``, and most beats have one maximum.
+    """
+    hit = x == value
+    if at_least:
+        n = int(np.count_nonzero(hit))
+        if n < at_least:
+            return n
+    eq = np.concatenate(([False], hit, [False]))
     d = np.diff(eq.astype(np.int8))
     starts = np.flatnonzero(d == 1)
     ends = np.flatnonzero(d == -1)

@@ -83,6 +83,7 @@ class LivenessTracker:
         self.cfg = cfg
         self.expected_speed = expected_speed
         self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
+        self._beat_figures: tuple | None = None  # (hr, cv, q, n) of _recent, until it changes
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
         self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
         self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float16)  # ~50 kB per device for 5 min
@@ -98,6 +99,7 @@ class LivenessTracker:
     def reset_beats(self) -> None:
         """Forget recent beats (gap or leads off); the loop history is kept."""
         self._recent.clear()
+        self._beat_figures = None
 
     def reset(self, reason: str = "leads off") -> None:
         """A new contact: forget recent beats and the loop flag (the loop history stays,
@@ -173,6 +175,7 @@ class LivenessTracker:
     def on_beat(self, beat: Beat) -> None:
         """Record one beat (good or not)."""
         self._recent.append(beat)
+        self._beat_figures = None
         if not np.isfinite(beat.rr_s):
             return
         i = self._n % self._rr.size
@@ -211,21 +214,32 @@ class LivenessTracker:
                 return True
         return False
 
+    def _figures(self) -> tuple:
+        """Heart rate, RR variability and quality of the recent beats.
+
+        Computed once per change of the recent beats, not on every call:
+        :meth:`state` is called for every device on every daemon tick.
+        """
+        if self._beat_figures is None:
+            beats = list(self._recent)
+            rr = np.array([b.rr_s for b in beats if np.isfinite(b.rr_s)])
+            hr = float(60.0 / np.median(rr)) if rr.size else None
+            cv = float(np.std(rr) / np.mean(rr)) if rr.size >= 3 else None
+            q = float(np.mean([b.good for b in beats])) if beats else None
+            self._beat_figures = (hr, cv, q, int(rr.size), len(beats))
+        return self._beat_figures
+
     def state(self, leads_off: bool) -> LivenessState:
         """Evaluate all checks now."""
         cfg = self.cfg
         reasons: list[str] = []
-        beats = list(self._recent)
-        rr = np.array([b.rr_s for b in beats if np.isfinite(b.rr_s)])
-        hr = float(60.0 / np.median(rr)) if rr.size else None
-        cv = float(np.std(rr) / np.mean(rr)) if rr.size >= 3 else None
-        q = float(np.mean([b.good for b in beats])) if beats else None
-        warming = len(beats) < cfg.window_beats
+        hr, cv, q, n_rr, n_beats = self._figures()
+        warming = n_beats < cfg.window_beats
         if leads_off:
             reasons.append("leads off")
         if warming and not leads_off:
             reasons.append("warming up")
-        if hr is not None and rr.size >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
+        if hr is not None and n_rr >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
             reasons.append(f"heart rate {hr:.0f}/min implausible")
         if cv is not None and not warming:
             if cv < cfg.min_rr_cv:
