@@ -5,8 +5,8 @@ chunks, 0 dropped", "RSS with 100 / 1,000 streams, TensorFlow never imported" an
 "decision latency p99 at 1,000 streams", with the tree before the fleet work as the
 named baseline in the same run.
 
-Each (tree, N) is one fresh process running ``bench/bench_daemon.py --one N`` of
-that tree: N devices replay real ECG-ID records at real time from one thread in
+Each (tree, N) is one fresh process running this tree's ``bench/bench_daemon.py --one N``
+(the same harness for both) on that tree's package (checked): N devices replay real ECG-ID records at real time from one thread in
 0.1 s chunks (10 phases per period, not all at once) into a real ``Daemon``
 (real LiteRT int8 model, a real template bound to every device, decisions,
 liveness, a publisher that serialises every payload). Runs alternate baseline /
@@ -45,13 +45,17 @@ def _worktree(rev: str, where: Path) -> Path:
 
 
 def _one(tree: Path, n: int, seconds: float, data: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    p = subprocess.run([sys.executable, str(tree / "bench" / "bench_daemon.py"), "--one", str(n),
+    # This tree's harness for both trees (only the package differs): ECGSTREAM_TREE.
+    env = dict(os.environ, PYTHONPATH=str(tree), ECGSTREAM_TREE=str(tree))
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_daemon.py"), "--one", str(n),
                         "--seconds", str(seconds), "--data", str(data)],
                        capture_output=True, text=True, env=env, cwd=str(tree))
     if p.returncode != 0:
         raise RuntimeError(f"{tree} N={n} failed:\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    if Path(r["package"]).resolve() != (tree / "ecgstream").resolve():
+        raise RuntimeError(f"measured {r['package']}, not {tree}")
+    return r
 
 
 def render(res: dict) -> str:
@@ -98,6 +102,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import bench_daemon
+
     from edge import EmbeddingModel
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))

@@ -27,6 +27,7 @@ authentication (see :mod:`ecgstream.pipeline.decide`): only a positive failure d
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass
 
@@ -38,6 +39,14 @@ from ..types import Beat
 __all__ = ["LivenessState", "LivenessTracker"]
 
 _FP_POINTS = 16
+
+
+@functools.lru_cache(maxsize=8)
+def _fp_index(n: int) -> np.ndarray:
+    """Sample positions of a beat's fingerprint in a window of ``n`` samples (one per size)."""
+    idx = np.linspace(0, n - 1, _FP_POINTS).astype(int)
+    idx.flags.writeable = False
+    return idx
 #: Seconds of samples a window shorter than 5 s may be ahead or behind the declared rate.
 EARLY_RATE_SLACK_S = 0.5
 
@@ -181,7 +190,7 @@ class LivenessTracker:
         i = self._n % self._rr.size
         self._rr[i] = round(beat.rr_s * self.fs)
         w = beat.window
-        idx = np.linspace(0, w.size - 1, _FP_POINTS).astype(int)
+        idx = _fp_index(w.size)
         self._fp[i] = w[idx]
         self._t[i] = beat.r_time_s
         self._n += 1
