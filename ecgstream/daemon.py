@@ -418,7 +418,11 @@ class Daemon:
         self.trust.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
-            silent_for = now - dev.last_chunk_host
+            # Silence is a host-time notion of a paced stream. A replay as fast as
+            # possible (speed None) has none: there, a chunk waiting in the queue
+            # behind other devices' work is not a silent device (the decider's
+            # staleness still runs on stream time).
+            silent_for = now - dev.last_chunk_host if self.speed is not None else 0.0
             if not dev.silent and silent_for > self.decision_cfg.stale_s:
                 dev.silent = True
                 log.warning("device %s: no samples for %.1f s", dev.device, silent_for)
