@@ -28,6 +28,7 @@ authentication (see :mod:`ecgstream.pipeline.decide`): only a positive failure d
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -39,6 +40,12 @@ from ..types import Beat
 __all__ = ["LivenessState", "LivenessTracker"]
 
 _FP_POINTS = 16
+
+
+def _median_of(s: list[float]) -> float:
+    """Median of sorted finite floats, as ``np.median`` gives it (mean of the two middles when even)."""
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -231,10 +238,19 @@ class LivenessTracker:
         """
         if self._beat_figures is None:
             beats = list(self._recent)
-            rr = np.array([b.rr_s for b in beats if np.isfinite(b.rr_s)])
-            hr = float(60.0 / np.median(rr)) if rr.size else None
-            cv = float(np.std(rr) / np.mean(rr)) if rr.size >= 3 else None
-            q = float(np.mean([b.good for b in beats])) if beats else None
+            rr_list = [b.rr_s for b in beats if math.isfinite(b.rr_s)]
+            rr = np.array(rr_list)
+            # The values of 60 / np.median(rr), np.std(rr) / np.mean(rr) and
+            # np.mean(good), computed as numpy does (sorted middle; sum / n;
+            # sqrt of the mean squared deviation; count / n) without its
+            # wrappers: this runs for every beat of every device.
+            hr = 60.0 / _median_of(sorted(rr_list)) if rr_list else None
+            cv = None
+            if rr.size >= 3:
+                mean = np.add.reduce(rr) / rr.size
+                dev = rr - mean
+                cv = float(np.sqrt(np.add.reduce(dev * dev) / rr.size) / mean)
+            q = sum(b.good for b in beats) / len(beats) if beats else None
             self._beat_figures = (hr, cv, q, int(rr.size), len(beats))
         return self._beat_figures
 
