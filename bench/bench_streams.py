@@ -44,16 +44,19 @@ def _worktree(rev: str, where: Path) -> Path:
     return where
 
 
-def _one(tree: Path, n: int, seconds: float, data: Path) -> dict:
+def _one(tree: Path, n: int, seconds: float, data: Path, own_harness: bool = False) -> dict:
     # This tree's harness for both trees (only the package differs): ECGSTREAM_TREE.
+    # A baseline older than the harness's needs (template cohort ids) runs its own.
     env = dict(os.environ, PYTHONPATH=str(tree), ECGSTREAM_TREE=str(tree))
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_daemon.py"), "--one", str(n),
+    harness = (tree if own_harness else ROOT) / "bench" / "bench_daemon.py"
+    p = subprocess.run([sys.executable, str(harness), "--one", str(n),
                         "--seconds", str(seconds), "--data", str(data)],
                        capture_output=True, text=True, env=env, cwd=str(tree))
     if p.returncode != 0:
         raise RuntimeError(f"{tree} N={n} failed:\n{p.stderr[-2000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    if Path(r["package"]).resolve() != (tree / "ecgstream").resolve():
+    r["harness"] = str(harness.relative_to(harness.parents[1]))
+    if "package" in r and Path(r["package"]).resolve() != (tree / "ecgstream").resolve():
         raise RuntimeError(f"measured {r['package']}, not {tree}")
     return r
 
@@ -98,6 +101,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--baseline", default="9021ab3", help="git revision of the baseline tree")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--baseline-own-harness", action="store_true",
+                    help="run the baseline tree's own bench_daemon.py (a tree before issue 8's template format)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "streams.json")
     args = ap.parse_args()
 
@@ -126,7 +131,7 @@ def main() -> int:
             for name in ("baseline", "this"):
                 if name not in trees:
                     continue
-                r = _one(trees[name], n, args.seconds, data)
+                r = _one(trees[name], n, args.seconds, data, own_harness=name == "baseline" and args.baseline_own_harness)
                 r["tree"] = name
                 res["runs"].append(r)
                 print(json.dumps(r), flush=True)
