@@ -98,7 +98,9 @@ class LivenessTracker:
         self.fs = float(fs_hz)
         self.cfg = cfg
         self.expected_speed = expected_speed
-        self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
+        # (rr_s, good) of the recent beats: all the checks read of them (a whole
+        # Beat would keep its window alive, ~9 kB a device).
+        self._recent: deque[tuple[float, bool]] = deque(maxlen=cfg.window_beats)
         self._beat_figures: tuple | None = None  # (hr, cv, q, n) of _recent, until it changes
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
         self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
@@ -190,7 +192,7 @@ class LivenessTracker:
 
     def on_beat(self, beat: Beat) -> None:
         """Record one beat (good or not)."""
-        self._recent.append(beat)
+        self._recent.append((beat.rr_s, beat.good))
         self._beat_figures = None
         if not np.isfinite(beat.rr_s):
             return
@@ -238,7 +240,7 @@ class LivenessTracker:
         """
         if self._beat_figures is None:
             beats = list(self._recent)
-            rr_list = [b.rr_s for b in beats if math.isfinite(b.rr_s)]
+            rr_list = [rr for rr, _ in beats if math.isfinite(rr)]
             rr = np.array(rr_list)
             # The values of 60 / np.median(rr), np.std(rr) / np.mean(rr) and
             # np.mean(good), computed as numpy does (sorted middle; sum / n;
@@ -250,7 +252,7 @@ class LivenessTracker:
                 mean = np.add.reduce(rr) / rr.size
                 dev = rr - mean
                 cv = float(np.sqrt(np.add.reduce(dev * dev) / rr.size) / mean)
-            q = sum(b.good for b in beats) / len(beats) if beats else None
+            q = sum(good for _, good in beats) / len(beats) if beats else None
             self._beat_figures = (hr, cv, q, int(rr.size), len(beats))
         return self._beat_figures
 
