@@ -13,7 +13,9 @@ import that tree.
 Runs alternate between the trees (A B, then B A, ...), so a change of load
 on a shared machine falls on both alike; each figure is the median of
 ``--reps`` runs per tree (after one warm-up run each, not counted, that
-compiles the fresh worktree's ``.pyc`` files), and the ratio is this tree's median over the
+compiles the trees' ``.pyc`` files, as an installed package has them:
+``PYTHONDONTWRITEBYTECODE`` is removed from the children's environment, or
+every start would compile every module again), and the ratio is this tree's median over the
 baseline's.
 
 * **cold start** ``synthetic:`` / ``wfdb:``: wall time from spawning
@@ -49,7 +51,8 @@ MEASURES = ("cold_synthetic", "cold_wfdb", "check_config")
 
 
 def _env(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONPATH": str(tree)}
 
 
 def _imports_from(tree: Path) -> str:

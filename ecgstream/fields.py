@@ -186,13 +186,16 @@ class SettingsError(ValueError):
         super().__init__(f"{cls.__name__}: " + "; ".join(f"{k}: {m}" for k, m in problems))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Problem:
     """One problem of a table: its key, :data:`UNKNOWN`, :data:`TYPE` or :data:`VALUE`, the message."""
 
-    key: str
-    kind: str
-    message: str
+    __slots__ = ("key", "kind", "message")
+
+    def __init__(self, key: str, kind: str, message: str) -> None:
+        self.key, self.kind, self.message = key, kind, message
+
+    def __repr__(self) -> str:
+        return f"Problem({self.key!r}, {self.kind!r}, {self.message!r})"
 
 
 def _split(tp: Any) -> tuple[Any, tuple[Check, ...]]:

@@ -13,11 +13,9 @@ one :class:`ConfigError`.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import logging
 import os
-import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,6 +105,8 @@ def _message(cls: type, p: Problem, raw: Mapping[str, Any]) -> str:
     """What the user reads for problem ``p`` of section ``cls``."""
     fields = _annotations(cls)
     if p.kind == UNKNOWN:
+        import difflib  # only for a key that is wrong
+
         close = difflib.get_close_matches(p.key, list(fields), n=1)
         return (f"unknown key; did you mean {close[0]!r}?" if close
                 else f"unknown key; known keys: {', '.join(fields)}")
@@ -262,6 +262,8 @@ def build_config(
 
     for k in merged:
         if k not in _KNOWN:
+            import difflib  # only for a section that is wrong
+
             close = difflib.get_close_matches(str(k), _KNOWN, n=1)
             hint = f"; did you mean [{close[0]}]?" if close else f"; known: {', '.join(_KNOWN)}"
             ctx.add((str(k),), f"unknown section{hint}")
@@ -327,6 +329,8 @@ def load_config(
     data: dict[str, Any] = {}
     spath = None if path is None else os.fspath(path)
     if spath is not None:
+        import tomllib  # a run from flags alone reads no TOML
+
         try:
             with open(spath, "rb") as f:
                 raw = f.read(4 << 20)
