@@ -25,8 +25,9 @@ Why msgspec and not pydantic (which this was, 1832d44..9021ab3): start-up on
 the edge. Every daemon imports the settings, so it imported pydantic: in
 ``-X importtime`` on a gateway-sized machine (2 shared cores, numpy and the
 standard library already loaded), ``pydantic.dataclasses`` costs ~110 ms
-and ~14 MB of peak RSS, msgspec ~12 ms and ~4 MB; ``ecgstream run`` with a
-live source started 1.33x slower than before pydantic
+and ~14 MB of peak RSS, msgspec ~12-25 ms (with the ``decimal``, ``uuid`` and
+``typing_extensions`` it imports) and ~4 MB; ``ecgstream run`` with a
+live source started 1.37x slower than before pydantic
 (``bench/bench_startup.py``, docs/benchmarks/startup.md has the figures
 with msgspec). Why dataclasses and not ``msgspec.Struct``: the stages and
 the tests use these settings as the frozen dataclasses they were
