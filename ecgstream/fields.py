@@ -7,7 +7,12 @@ fields are declared with their type and limits: ``Annotated[Int, within(1,
 Values are converted by msgspec in strict mode (``msgspec.convert(value,
 type, strict=True)``): a bool never counts as a number, ``"1883"`` is not an
 integer, an integer is accepted where a float is asked for (and becomes a
-float); floats must be finite; unknown keys are refused. So the TOML loader
+float); floats must be finite; unknown keys are refused. A value that
+already has its field's type is what strict conversion would return, so it
+is taken as it is: msgspec is imported by the first value that needs
+converting or is wrong, and a file or flags whose values all have their
+types (``examples/ecgstream.toml``, ``ecgstream run --source ...``) are
+validated without it. So the TOML loader
 (:mod:`ecgstream.config`) has no type rules of its own: it turns the
 problems of :func:`validator` into keys and lines.
 
@@ -44,8 +49,6 @@ import re
 import types
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
-
-import msgspec
 
 __all__ = [
     "ID_RE", "Bool", "Check", "Field", "Float", "Int", "Path", "SettingsError", "Text", "check",
@@ -187,6 +190,10 @@ class SettingsError(ValueError):
         super().__init__(f"{cls.__name__}: " + "; ".join(f"{k}: {m}" for k, m in problems))
 
 
+class _WrongType(ValueError):
+    """A value of another type than its field's (msgspec's message)."""
+
+
 class Problem:
     """One problem of a table: its key, :data:`UNKNOWN`, :data:`TYPE` or :data:`VALUE`, the message."""
 
@@ -223,11 +230,20 @@ class Validator:
         self.cls = cls
         self.annotations = {f.name: f.type for f in dataclasses.fields(cls)}
         self.fields = {name: _split(tp) for name, tp in self.annotations.items()}
+        #: field -> the types a value already has when msgspec would return it unchanged
+        self.as_is = {name: frozenset(get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,))
+                      for name, (tp, _) in self.fields.items()}
         self.cross = getattr(cls, "_cross", None)
 
     def _field(self, name: str, v: Any, ctx: Mapping[str, Any] | None) -> Any:
         tp, checks = self.fields[name]
-        v = msgspec.convert(v, tp, strict=True)
+        if type(v) not in self.as_is[name]:  # else strict conversion is the identity
+            import msgspec  # imported by the first value that needs converting (or is wrong)
+
+            try:
+                v = msgspec.convert(v, tp, strict=True)
+            except msgspec.ValidationError as exc:
+                raise _WrongType(str(exc)) from None
         if v is not None:
             for c in checks:
                 v = c.run(v, ctx, name) if c.with_context else c.run(v)
@@ -241,7 +257,7 @@ class Validator:
                 continue
             try:
                 object.__setattr__(obj, name, self._field(name, v, ctx))
-            except msgspec.ValidationError as exc:
+            except _WrongType as exc:
                 out.append(Problem(name, TYPE, str(exc)))
             except ValueError as exc:
                 out.append(Problem(name, VALUE, str(exc)))
@@ -310,6 +326,8 @@ def lenient(tp: Any, s: str) -> Any:
         if s.lower() in _WORDS:
             return _WORDS[s.lower()]
         raise ValueError(s)
+    import msgspec
+
     try:
         return msgspec.convert(s, tp, strict=False)
     except msgspec.ValidationError as exc:
