@@ -47,7 +47,9 @@ import numpy as np
 from _common import rss_mb  # noqa: E402 - bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# ECGSTREAM_TREE: measure another checkout's package with this harness (bench/bench_streams.py
+# runs the baseline tree so, the harness itself being the same for both).
+sys.path.insert(0, os.environ.get("ECGSTREAM_TREE", str(ROOT)))
 
 
 class CountingPublisher:
@@ -101,6 +103,8 @@ class PacedFleet:
         k = 0
         total = int(self.seconds * self.fs / self.chunk)
         offs = [(i * 977) for i in range(self.n)]
+        names = [f"dev{i:04d}" for i in range(self.n)]
+        self._ar = np.arange(self.chunk)
         period = self.chunk / self.fs
         slots = 10  # devices send at 10 phases of the chunk period, not all at once
         while k < total and not stop.is_set():
@@ -113,8 +117,11 @@ class PacedFleet:
                 for i in range(s, self.n, slots):
                     rec = self.records[i % len(self.records)]
                     start = k * self.chunk
-                    idx = (offs[i] + start + np.arange(self.chunk)) % rec.size
-                    sink(SampleChunk(f"dev{i:04d}", self.fs, start, rec[idx], arrival_s=now))
+                    a = (offs[i] + start) % rec.size
+                    # A view where the chunk does not wrap (the cost of a wearable's
+                    # source is not the daemon's), a copy where it does.
+                    x = rec[a:a + self.chunk] if a + self.chunk <= rec.size else rec[(a + self._ar) % rec.size]
+                    sink(SampleChunk(names[i], self.fs, start, x, arrival_s=now))
             k += 1
 
 
@@ -219,6 +226,9 @@ def _child(n: int, seconds: float, data: str) -> int:
                                  n_beats=20, created_utc=utc_now(), quality={}, source="bench",
                                  cohort_id=model.cohort_id)}
     r = bench_streams(n, seconds, model, templates, records, 500.0)
+    import ecgstream
+
+    r["package"] = str(Path(ecgstream.__file__).parent)
     r["tensorflow_imported"] = "tensorflow" in sys.modules
     r["wfdb_imported"] = "wfdb" in sys.modules
     r["scipy_signal_imported"] = "scipy.signal" in sys.modules and hasattr(sys.modules["scipy.signal"], "butter")

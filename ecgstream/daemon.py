@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .dsp import BeatPipeline, DspConfig
+from .dsp.fleet import FleetDsp
 from .pipeline import (
     UNKNOWN,
     AuthDecision,
@@ -158,6 +159,7 @@ class Daemon:
         self.sources = sources
         self.embedder = embedder
         self.embed = Embedder(embedder)
+        self.dsp = FleetDsp()  # the DSP of all devices of a round, batched
         self.templates = templates
         self.publisher = publisher
         self.bindings = dict(bindings or {})
@@ -324,12 +326,23 @@ class Daemon:
         liveness, matcher and decider.
         """
         st = self.stats
-        steps: list[tuple[_Device, list[Beat], float, bool]] = []
+        devs: list[_Device] = []
+        items: list[tuple[BeatPipeline, SampleChunk]] = []
         for chunk in batch:
-            dev_beats = self._push_chunk(chunk)
-            if dev_beats is not None:
-                dev, beats = dev_beats
-                steps.append((dev, beats, chunk.arrival_s, dev.pipeline.status.leads_off))
+            dev = self._admit(chunk)
+            if dev is not None:
+                devs.append(dev)
+                items.append((dev.pipeline, chunk))
+        # The DSP of every device of the round in shared passes (ecgstream/dsp/fleet.py):
+        # the same beats as one push per chunk.
+        rnd = self.dsp.push_round(items)
+        steps: list[tuple[_Device, list[Beat], float, bool]] = []
+        for dev, (_, chunk), beats, err, off in zip(devs, items, rnd.beats, rnd.errors, rnd.leads_off, strict=True):
+            if err is not None:
+                self._refused(chunk, err)
+                continue
+            self._arrived(dev, chunk)
+            steps.append((dev, beats, chunk.arrival_s, off))
         good = [b for dev, beats, _, _ in steps if dev.matcher is not None for b in beats if self._matchable(b)]
         emb = self.embed.push(good)
         st.beats_embedded += len(good)
@@ -345,18 +358,23 @@ class Daemon:
                 self._publish_liveness(dev, live)
             self._contact(dev, off)
 
-    def _push_chunk(self, chunk: SampleChunk) -> tuple[_Device, list[Beat]] | None:
-        """DSP of one chunk, and its arrival counted for liveness; None if it was refused."""
-        st = self.stats
+    def _admit(self, chunk: SampleChunk) -> _Device | None:
+        """The chunk's device, or None if the chunk is refused before its DSP."""
         if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
             return None
         try:
-            dev = self._device(chunk)
-            beats = dev.pipeline.push(chunk)
-        except (TypeError, ValueError) as exc:
-            st.bad_chunks += 1
-            log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
+            return self._device(chunk)
+        except ValueError as exc:
+            self._refused(chunk, exc)
             return None
+
+    def _refused(self, chunk: SampleChunk, exc: Exception) -> None:
+        self.stats.bad_chunks += 1
+        log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
+
+    def _arrived(self, dev: _Device, chunk: SampleChunk) -> None:
+        """A chunk went through its device's DSP: counters, and its arrival for liveness."""
+        st = self.stats
         if st.first_chunk_s is None:
             st.first_chunk_s = self.clock()
         st.chunks += 1
@@ -368,7 +386,6 @@ class Daemon:
         dev.stream_t = dev.pipeline.status.next_sample / dev.fs
         dev.liveness.push_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host,
                                   chunk.gap_before)
-        return dev, beats
 
     def _decide(self, dev: _Device, b: Beat, e: np.ndarray, live: LivenessState, arrival: float) -> None:
         """One matchable beat: match, decide, adapt, publish."""
@@ -401,7 +418,11 @@ class Daemon:
         self.trust.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
-            silent_for = now - dev.last_chunk_host
+            # Silence is a host-time notion of a paced stream. A replay as fast as
+            # possible (speed None) has none: there, a chunk waiting in the queue
+            # behind other devices' work is not a silent device (the decider's
+            # staleness still runs on stream time).
+            silent_for = now - dev.last_chunk_host if self.speed is not None else 0.0
             if not dev.silent and silent_for > self.decision_cfg.stale_s:
                 dev.silent = True
                 log.warning("device %s: no samples for %.1f s", dev.device, silent_for)

@@ -10,6 +10,7 @@ WFDB record never loads the MQTT source.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -60,15 +61,20 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     trust = Trust(cfg.attempts, cfg.input)
     trust.configure_source(source, device_keys(cfg, source), set(cfg.devices))
     if cfg.mqtt.host:
+        from .publish.discovery import Discovery
         from .publish.mqtt import MqttPublisher
 
         # A connection carries one last will: with one known device it is that
         # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
         single = getattr(source, "device", None)
-        publisher = MqttPublisher(**publisher_kwargs(cfg), will_devices=[single] if single else None)
+        publisher = MqttPublisher(**publisher_kwargs(cfg), will_devices=[single] if single else None,
+                                  discovery=Discovery.from_config(cfg))
         if cfg.daemon.stdout:
             publisher = TeePublisher(publisher, StdoutPublisher(stdout or sys.stdout))
     else:
+        if cfg.homeassistant.enabled:
+            logging.getLogger("ecgstream").warning(
+                "[homeassistant] enabled = true has no effect without [mqtt] host")
         publisher = StdoutPublisher(stdout or sys.stdout)
     return Daemon(
         [source], model, templates, publisher, bindings=bindings,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from ecgstream.dsp.beats import BeatPipeline, extract_beats
+from ecgstream.dsp import BeatPipeline, extract_beats
 from ecgstream.sources import SourceError, open_source
 from ecgstream.sources.synthetic import EcgSynth, synth_ecg
 

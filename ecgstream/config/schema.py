@@ -37,6 +37,7 @@ from ..fields import (
     within,
 )
 from ..settings import AdaptationConfig, AttemptsConfig, DecisionConfig, InputConfig, LivenessConfig
+from .homeassistant import HomeAssistantConfig
 
 __all__ = ["SECTIONS", "Config", "DaemonConfig", "DeviceConfig", "MqttConfig", "TemplatesConfig"]
 
@@ -207,7 +208,7 @@ class Config:
 
     Attributes
     ----------
-    daemon, mqtt, templates, decision, liveness, adaptation, attempts, input : section models
+    daemon, mqtt, templates, decision, liveness, adaptation, attempts, input, homeassistant : section models
     devices : dict of str to DeviceConfig
         Per-device settings by device id.
     path : str or None
@@ -225,6 +226,7 @@ class Config:
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     attempts: AttemptsConfig = field(default_factory=AttemptsConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     path: str | None = None
     warnings: tuple[str, ...] = ()
 

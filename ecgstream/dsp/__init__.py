@@ -1,9 +1,10 @@
 """Streaming DSP: causal conditioning, online R-peak detection, beat windows."""
 
-from .beats import BeatPipeline, StreamStatus, extract_beats
+from .beats import BeatPipeline, StreamStatus
 from .conditioner import Conditioner
 from .config import DspConfig
 from .detector import DetectorConfig, RPeakDetector
+from .offline import extract_beats
 from .resample import StreamingResampler
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 
 from .design import sosfilt_kernel
 
-__all__ = ["sosfilt_zi_step", "prepare_sos"]
+__all__ = ["sosfilt_zi_step", "sosfilt_many", "prepare_sos"]
 
 
 def prepare_sos(sos: np.ndarray) -> np.ndarray:
@@ -39,3 +39,20 @@ def sosfilt_zi_step(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.
     z = np.array(zi, dtype=np.float64, order="C").reshape(1, sos.shape[0], 2)
     kernel(sos, y, z)
     return y[0], z[0]
+
+
+def sosfilt_many(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Filter each row of ``x`` (G, n) from its state ``zi[i]`` (G, n_sections, 2).
+
+    One kernel call for all rows; row ``i`` of the result is bitwise
+    ``sosfilt_zi_step(sos, x[i], zi[i])`` (the kernel filters the rows one
+    after another with the same arithmetic; tested). Inputs are not modified.
+    """
+    kernel = sosfilt_kernel()
+    if kernel is None:  # pragma: no cover - only without SciPy's extension
+        pairs = [sosfilt_zi_step(sos, x[i], zi[i]) for i in range(x.shape[0])]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    y = np.array(x, dtype=np.float64, order="C")
+    z = np.array(zi, dtype=np.float64, order="C")
+    kernel(sos, y, z)
+    return y, z

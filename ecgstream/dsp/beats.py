@@ -1,14 +1,13 @@
 """From chunks of samples to beats: the streaming pipeline of one device.
 
 :class:`BeatPipeline` chains the conditioner, the R-peak detector and the
-beat extractor for one device's stream. :func:`extract_beats` is the offline
-form used by training and benchmarks: it is this same class run over a whole
-record, never a second implementation.
+beat extractor for one device's stream. Its offline form,
+:func:`ecgstream.dsp.offline.extract_beats` (training, benchmarks), is this
+same class run over a whole record; its fleet form,
+:class:`ecgstream.dsp.fleet.FleetDsp`, runs many of them in shared passes.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,63 +15,12 @@ from ..types import Beat, SampleChunk
 from .conditioner import Conditioner
 from .config import DspConfig
 from .detector import DetectorConfig, RPeakDetector
+from .flutter import leakage
 from .quality import BeatQuality
+from .refine import PeakRefiner
+from .status import StreamStatus, coerce_samples
 
-__all__ = ["BeatPipeline", "StreamStatus", "extract_beats", "coerce_samples"]
-
-
-def coerce_samples(samples: object) -> np.ndarray:
-    """Return ``samples`` as a 1-D float64 array or raise TypeError.
-
-    Integers and floats of any width are accepted; strings, objects,
-    booleans, complex numbers and arrays of more than one dimension are not.
-    """
-    arr = np.asarray(samples)
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(
-            f"samples must be a 1-D array of integers or floats, got dtype {arr.dtype}"
-        )
-    if arr.ndim != 1:
-        raise TypeError(f"samples must be 1-D, got shape {arr.shape}")
-    return arr.astype(np.float64, copy=False)
-
-
-@dataclass
-class StreamStatus:
-    """Counters and contact state of one stream (for liveness and metrics).
-
-    Attributes
-    ----------
-    leads_off : bool
-        True while unreadable samples run longer than ``hold_max_s``, the
-        source reported leads off, or the signal is flat.
-    flat : bool
-        True while the raw signal has not changed for ``flat_s``.
-    samples_in, samples_invalid, samples_duplicate : int
-        Samples received, unreadable (NaN/inf/lead-off), and dropped because
-        they repeated sample indices already processed.
-    segments : int
-        Segments started (1 + gaps and long dropouts).
-    beats, beats_good : int
-        Beats emitted, and those without quality flags.
-    flutter_suppressed : int
-        Detections not emitted because they lay in sustained sinusoidal
-        (flutter-like) activity; see ``BeatPipeline._flutter``.
-    next_sample : int
-        Source index expected next.
-    """
-
-    leads_off: bool = True
-    flat: bool = False
-    samples_in: int = 0
-    samples_invalid: int = 0
-    samples_duplicate: int = 0
-    segments: int = 0
-    beats: int = 0
-    beats_good: int = 0
-    flutter_suppressed: int = 0
-    next_sample: int = -1
-    flags: dict[str, int] = field(default_factory=dict)
+__all__ = ["BeatPipeline", "StreamStatus", "coerce_samples"]
 
 
 class BeatPipeline:
@@ -111,6 +59,7 @@ class BeatPipeline:
         self.conditioner = Conditioner(fs_in_hz, cfg)
         self.detector = RPeakDetector(cfg.fs_hz, detector)
         self.quality = BeatQuality()
+        self._refiner = PeakRefiner(self.detector)
         up, down = self.conditioner.resampler.up, self.conditioner.resampler.down
         self._in_per_out = down / up  # source samples per processing sample
         self._delay_in = self.conditioner.delay_s * self.fs_in
@@ -128,6 +77,8 @@ class BeatPipeline:
         self._y_keep = (self.detector.refine_back + self._flutter_back + cfg.n_before
                         + self.detector.refine_half + round(late_s * cfg.fs_hz) + 8)
         self._raw_keep = round((cfg.window_before_s + cfg.window_after_s + late_s + self.conditioner.delay_s) * self.fs_in) + 64
+        # Pipelines with equal keys share a pass in ecgstream.dsp.fleet.
+        self.design_key = _design_key(cfg, self.detector.cfg, self.fs_in)
         self.status = StreamStatus()
         self._started = False
         self._flat_run = 0  # identical raw samples ending at the last one
@@ -144,8 +95,7 @@ class BeatPipeline:
         self._y0 = 0  # processing index of _y[0]
         self._pending: list[int] = []  # refined R indices waiting for their window
         self._last_r_src: int | None = None
-        self._pol_votes = 0
-        self._pol_n = 0
+        self._refiner.reset()
         self._in_flutter = False
         self._raw = np.zeros(0)  # raw history (source rate), held values in place of NaN
         self._raw_bad = np.zeros(0, dtype=bool)
@@ -246,10 +196,20 @@ class BeatPipeline:
 
     def _feed(self, x: np.ndarray, src_start: int, bad: bool = False) -> list[Beat]:
         """Feed finite samples that continue the current segment."""
+        self._take(x, src_start, bad)
+        return self._conditioned(self.conditioner.push(x))
+
+    def _take(self, x: np.ndarray, src_start: int, bad: bool, last_change: int | None = None) -> None:
+        """Bookkeeping of samples about to be conditioned (raw history, contact).
+
+        ``last_change``: index in ``np.diff(x)`` of the last non-zero
+        difference (-1: none), when the caller computed it for many chunks at
+        once (:mod:`.fleet`); else it is computed here.
+        """
         st = self.status
         if not bad:
             self._last_valid = float(x[-1])
-            self._track_flat(x)
+            self._track_flat(x, last_change)
             st.leads_off = st.flat
         expect = self._seg0 + self._fed
         if src_start != expect:
@@ -259,12 +219,19 @@ class BeatPipeline:
         self._fed += x.size
         self._raw = np.concatenate((self._raw, x))
         self._raw_bad = np.concatenate((self._raw_bad, np.full(x.size, bad)))
-        y = self.conditioner.push(x)
+
+    def _conditioned(self, y: np.ndarray, qrs: list[int] | None = None) -> list[Beat]:
+        """Detect and cut beats in newly conditioned samples ``y``.
+
+        ``qrs``: what the detector decided on ``y``, when :mod:`.fleet` ran
+        the detectors of many devices at once; None runs it here.
+        """
         if y.size == 0:
             self._trim_raw()
             return []
         self._y = np.concatenate((self._y, y))
-        for q in self.detector.push(y):
+        qs = self.detector.push(y) if qrs is None else qrs
+        for q in qs:
             self._pending.append(self._refine(q))
         beats = self._emit(final=False)
         # Trim the raw history only after the beats of this chunk have read
@@ -278,6 +245,22 @@ class BeatPipeline:
             self._y0 = oldest
         return beats
 
+    def plain(self, chunk: SampleChunk) -> np.ndarray | None:
+        """The chunk's samples if it simply continues the stream, else None.
+
+        A plain chunk (same rate, contiguous, no gap or lead-off mark, no
+        dropout in progress, a primed conditioner) can be advanced in a batch
+        of devices by :class:`~ecgstream.dsp.fleet.FleetDsp`; any other goes
+        through :meth:`push`. Finiteness is checked by the caller. Nothing is
+        changed here.
+        """
+        if (chunk.fs_hz != self.fs_in or chunk.gap_before or chunk.leads_off or not self._started
+                or self._invalid_run or int(chunk.start_sample) != self.status.next_sample
+                or self.conditioner._zi is None):
+            return None
+        x = coerce_samples(chunk.samples)
+        return x if x.size else None
+
     def _trim_raw(self) -> None:
         if self._raw.size > self._raw_keep:
             cut = self._raw.size - self._raw_keep
@@ -285,58 +268,22 @@ class BeatPipeline:
             self._raw_bad = self._raw_bad[cut:]
             self._raw0 += cut
 
-    def _track_flat(self, x: np.ndarray) -> None:
+    def _track_flat(self, x: np.ndarray, last_change: int | None = None) -> None:
         # Length of the run of identical values ending at the last sample.
-        ch = np.flatnonzero(np.diff(x) != 0)
-        if ch.size == 0:
+        if last_change is None:
+            ch = np.flatnonzero(np.diff(x) != 0)
+            last_change = int(ch[-1]) if ch.size else -1
+        if last_change < 0:
             run = self._flat_run + x.size if x[0] == self._flat_last else x.size
         else:
-            run = x.size - 1 - int(ch[-1])
+            run = x.size - 1 - last_change
         self._flat_run = run
         self._flat_last = float(x[-1])
         self.status.flat = run >= self._flat_n
 
     def _refine(self, q: int) -> int:
-        """Move a detector index to the R extremum of the conditioned signal.
-
-        Two steps. (1) The QRS is located at the steepest slope of the
-        conditioned signal in the span the MWI peak covers
-        (``refine_back`` before to ``refine_fwd`` after ``q``). (2) R is the
-        extremum within ``+-refine_half`` (75 ms) of that slope: in the
-        stream's dominant polarity, unless the opposite extremum there is
-        ``refine_flip_ratio`` (2x) larger.
-
-        Why: the former rule took the dominant-polarity extremum over the
-        whole 210 ms span. On a ventricular or aberrant beat of inverted
-        polarity that extremum is the T wave or the rebound after the QRS,
-        150-300 ms from the annotated R (65 of the 228 MIT-BIH misses, each
-        also a false positive). The QRS has the steepest slopes of a beat
-        (T waves are slower), so a window around the steepest slope cannot
-        reach the T wave; inside it the dominant polarity still decides on
-        ordinary beats (their R stays where it was), and only a clearly
-        larger opposite deflection (an inverted QRS) overrides it.
-        """
-        det = self.detector
-        y0, n_total = self._y0, self._y0 + self._y.size
-        lo = max(y0, q - det.refine_back)
-        hi = min(n_total, q + det.refine_fwd + 1)
-        seg = self._y[lo - y0: hi - y0]
-        if seg.size < 2:
-            return min(max(q, y0), n_total - 1) if seg.size == 0 else lo
-        c = lo + 1 + int(np.argmax(np.abs(np.diff(seg))))
-        a = max(y0, c - det.refine_half)
-        b = min(n_total, c + det.refine_half + 1)
-        win = self._y[a - y0: b - y0]
-        if self._pol_n < 8:
-            k = int(np.argmax(np.abs(win)))
-            self._pol_votes += 1 if win[k] >= 0 else -1
-            self._pol_n += 1
-            return a + k
-        sw = win if self._pol_votes >= 0 else -win
-        kp, ko = int(np.argmax(sw)), int(np.argmin(sw))
-        vp, vo = float(sw[kp]), -float(sw[ko])
-        k = ko if vo > det.cfg.refine_flip_ratio * max(vp, 0.0) else kp
-        return a + k
+        """Move a detector index to the R extremum of the conditioned signal (:mod:`.refine`)."""
+        return self._refiner.refine(self._y, self._y0, q)
 
     def _emit(self, final: bool) -> list[Beat]:
         cfg = self.cfg
@@ -359,61 +306,17 @@ class BeatPipeline:
     def _flutter(self, r: int, end: int) -> bool:
         """True if the detection at ``r`` lies in sustained sinusoidal activity.
 
-        Ventricular flutter (and fibrillation of coarse, regular waves) is a
-        near-sinusoid at 3-5 Hz with no isoelectric line: the detector, being
-        built to find beats, reports many of its waves as QRS complexes
-        (MIT-BIH record 207: about 400 false detections, 70 % of all false
-        positives). Those waves are not heartbeats: EC57 annotates no beats
-        there, and they are no use to a biometric matcher either. So such
-        detections are not emitted as R peaks; they are only counted
-        (``StreamStatus.flutter_suppressed``).
-
-        The test is Kuo & Dillman's VF filter (1978; evaluated by Amann et
-        al., Biomed Eng Online 2005, among the reliable simple VF
-        detectors): with half a period ``N = pi * sum|x| / sum|dx|``, the
-        leakage ``sum|x[i] + x[i-N]| / sum(|x[i]| + |x[i-N]|)`` is 0 for a
-        sinusoid and near 1 for a beat sequence (a QRS is not cancelled by
-        the signal half a "period" earlier). It is computed on the
-        conditioned signal smoothed over ``flutter_smooth_s`` (20 ms:
-        high-frequency noise otherwise inflates the leakage of flutter
-        waves), over ``flutter_back_s`` (1.5 s) before R to the end of the
-        beat window: data the beat waits for anyway, so there is no added
-        delay. Hysteresis: flutter starts below ``flutter_enter`` (0.4, the
-        published threshold is 0.406) and lasts while the leakage stays
-        below ``flutter_stay`` (0.7): inside an episode the leakage of single
-        windows wanders up to about 0.7 (noise, changing wave shape), while
-        ordinary beat sequences, ventricular tachycardia included, never go
-        below 0.4 on MIT-BIH (lowest 0.41; median about 0.8), so the entry
-        threshold is what keeps real beats. The price of the high exit
-        threshold: after an episode a few beats may still be withheld until
-        the leakage passes 0.7. The thresholds were chosen on MIT-BIH as a
-        whole (where only record 207 has flutter), never per record, and
-        the benchmark that reports the result is the same data: treat the
-        figure as fitted, not as an independent validation.
+        The test and why: :mod:`.flutter`. Hysteresis: flutter starts below
+        ``flutter_enter`` and lasts while the leakage stays below
+        ``flutter_stay``.
         """
         dc = self.detector.cfg
         if dc.flutter_enter <= 0:
             return False
         lo = max(0, self._y0, r - self._flutter_back)
-        x = self._y[lo - self._y0: end - self._y0]
-        k = self._flutter_k
-        if x.size < 2 * k + 4:
+        leak = leakage(self._y[lo - self._y0: end - self._y0], self._flutter_k)
+        if leak is None:
             return False
-        if k > 1:
-            # Moving sum over k samples, one sum of k terms per output (no
-            # running cumsum): the same value for the same samples.
-            st = x.strides[0]
-            x = np.ndarray((x.size - k + 1, k), dtype=x.dtype, buffer=x, strides=(st, st)).sum(axis=1) / k
-        x = x - np.median(x)
-        ax = np.abs(x)
-        dsum = float(np.abs(np.diff(x)).sum())
-        if dsum <= 0:
-            return False
-        n = max(1, int(np.floor(np.pi * float(ax.sum()) / dsum + 0.5)))
-        if n >= x.size:
-            return False
-        den = float((ax[n:] + ax[:-n]).sum())
-        leak = float(np.abs(x[n:] + x[:-n]).sum()) / den if den > 0 else 1.0
         self._in_flutter = leak < (dc.flutter_stay if self._in_flutter else dc.flutter_enter)
         return self._in_flutter
 
@@ -438,7 +341,8 @@ class BeatPipeline:
         raw = self._raw[ra:rb]
         if self._raw_bad[ra:rb].any():
             flags.add("invalid")
-        if raw.size and (_run_at(raw, raw.max()) >= self._clip_n or _run_at(raw, raw.min()) >= self._clip_n):
+        if raw.size and (_run_at(raw, raw.max(), self._clip_n) >= self._clip_n
+                         or _run_at(raw, raw.min(), self._clip_n) >= self._clip_n):
             flags.add("clipped")
         quality, qflags = self.quality.assess(win, cfg.n_before, rr_s)
         flags |= qflags
@@ -473,48 +377,28 @@ class BeatPipeline:
         return self._emit(final=True)
 
 
-def _run_at(x: np.ndarray, value: float) -> int:
-    """Longest run of consecutive samples of ``x`` equal to ``value``."""
-    eq = np.concatenate(([False], x == value, [False]))
+_DESIGNS: dict[tuple, int] = {}
+
+
+def _design_key(cfg: DspConfig, det: DetectorConfig, fs_in: float) -> int:
+    """A small int per distinct (settings, detector settings, rate): exact, unlike a hash."""
+    return _DESIGNS.setdefault((cfg, det, fs_in), len(_DESIGNS))
+
+
+def _run_at(x: np.ndarray, value: float, at_least: int = 0) -> int:
+    """Longest run of consecutive samples of ``x`` equal to ``value``.
+
+    With ``at_least``: when fewer samples than that equal ``value`` at all,
+    their count (no run can be longer) is returned at once: the caller only
+    asks whether a run reaches ``at_least``, and most beats have one maximum.
+    """
+    hit = x == value
+    if at_least:
+        n = int(np.count_nonzero(hit))
+        if n < at_least:
+            return n
+    eq = np.concatenate(([False], hit, [False]))
     d = np.diff(eq.astype(np.int8))
     starts = np.flatnonzero(d == 1)
     ends = np.flatnonzero(d == -1)
     return int((ends - starts).max()) if starts.size else 0
-
-
-def extract_beats(
-    samples: np.ndarray,
-    fs_hz: float,
-    cfg: DspConfig | None = None,
-    device: str = "offline",
-    detector: DetectorConfig | None = None,
-) -> list[Beat]:
-    """Cut all beats of a whole record: the streaming pipeline in one chunk.
-
-    Parameters
-    ----------
-    samples : array_like
-        1-D signal (mV or ADC units).
-    fs_hz : float
-        Its sampling rate in Hz.
-    cfg : DspConfig, optional
-        Processing settings.
-
-    Returns
-    -------
-    list of Beat
-        Every beat, including flagged ones (see ``Beat.flags``); beats near
-        the ends are padded and flagged ``edge``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ecgstream.dsp import extract_beats
-    >>> extract_beats(np.zeros(2500), 500.0)
-    []
-    """
-    pipe = BeatPipeline(device, fs_hz, cfg, detector)
-    x = coerce_samples(samples)
-    beats = pipe.push(SampleChunk(device, float(fs_hz), 0, x))
-    beats.extend(pipe.flush())
-    return beats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._sosfilt import prepare_sos, sosfilt_zi_step
+from ._sosfilt import prepare_sos, sosfilt_many, sosfilt_zi_step
 from .config import DspConfig
 from .design import butter_sos, notch_sos, sos_group_delay, sos_zi_unit
 from .resample import StreamingResampler
@@ -69,4 +69,23 @@ class Conditioner:
             self._zi = self._zi_unit * y[0]
         out, self._zi = sosfilt_zi_step(self.sos, y, self._zi)
         self.n_out += out.size
+        return out
+
+    @staticmethod
+    def push_many(cs: list[Conditioner], x: np.ndarray) -> np.ndarray:
+        """:meth:`push` of row ``i`` of ``x`` (G, n) into ``cs[i]``, one filter call.
+
+        The conditioners share one design and have filter state (a first
+        chunk goes through :meth:`push`), and their resamplers have equal
+        plans for ``n`` samples (:meth:`StreamingResampler.plan`). Returns
+        (G, m), each row bitwise what :meth:`push` returns.
+        """
+        y = StreamingResampler.push_many([c.resampler for c in cs], x)
+        if y.shape[1] == 0:
+            return y
+        out, zf = sosfilt_many(cs[0].sos, y, np.stack([c._zi for c in cs]))
+        m = out.shape[1]
+        for i, c in enumerate(cs):
+            c._zi = zf[i]
+            c.n_out += m
         return out

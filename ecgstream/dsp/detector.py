@@ -46,75 +46,13 @@ flutter test (it reads only up to the end of the beat window) adds delay.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ._sosfilt import prepare_sos, sosfilt_zi_step
+from ._sosfilt import prepare_sos, sosfilt_many, sosfilt_zi_step
 from .design import butter_sos
+from .detector_config import DetectorConfig
 
 __all__ = ["DetectorConfig", "RPeakDetector"]
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Settings of :class:`RPeakDetector`; times in seconds.
-
-    ``min_rr_s < searchback window`` etc. are checked on construction.
-    """
-
-    band_hz: tuple[float, float] = (5.0, 20.0)
-    feature_power: float = 1.5
-    mwi_s: float = 0.1
-    candidate_s: float = 0.2
-    learn_s: float = 2.0
-    threshold_frac: float = 0.25
-    searchback_rr: float = 1.66
-    searchback_frac: float = 0.5
-    twave_s: float = 0.36
-    twave_slope_frac: float = 0.5
-    min_rr_s: float = 0.2
-    max_rr_s: float = 2.0
-    recover_factor: float = 0.6
-    refine_back_s: float = 0.18
-    refine_fwd_s: float = 0.03
-    refine_half_s: float = 0.075
-    refine_flip_ratio: float = 2.0
-    flutter_back_s: float = 1.5
-    flutter_enter: float = 0.4
-    flutter_stay: float = 0.7
-    flutter_smooth_s: float = 0.02
-
-    def __post_init__(self) -> None:
-        lo, hi = self.band_hz
-        if not 0 < lo < hi:
-            raise ValueError(f"band_hz must be increasing and positive, got {self.band_hz}")
-        if not 0 < self.min_rr_s <= self.candidate_s * 2:
-            raise ValueError("min_rr_s must be positive and at most twice candidate_s")
-        if not self.min_rr_s < self.twave_s < self.max_rr_s:
-            raise ValueError("need min_rr_s < twave_s < max_rr_s")
-        if not 0 < self.threshold_frac < 1 or not 0 < self.searchback_frac <= 1:
-            raise ValueError("threshold fractions must be in (0, 1)")
-        if self.searchback_rr <= 1:
-            raise ValueError("searchback_rr must exceed 1")
-        if not 0.5 <= self.feature_power <= 2.0:
-            raise ValueError(f"feature_power must be within 0.5..2, got {self.feature_power}")
-        if not 0 < self.recover_factor < 1:
-            raise ValueError("recover_factor must be in (0, 1)")
-        if self.refine_back_s < 0 or self.refine_fwd_s < 0 or self.refine_half_s <= 0:
-            raise ValueError("refinement spans must not be negative")
-        # Refinement may look refine_fwd_s + refine_half_s past the MWI peak;
-        # that must be inside the look-ahead the detector waits for anyway,
-        # or the R would depend on how much had arrived (chunking) and the
-        # delay would grow.
-        if self.refine_fwd_s + self.refine_half_s > self.candidate_s:
-            raise ValueError("need refine_fwd_s + refine_half_s <= candidate_s")
-        if self.refine_flip_ratio < 1:
-            raise ValueError("refine_flip_ratio must be at least 1")
-        if self.flutter_back_s <= 0 or self.flutter_smooth_s < 0:
-            raise ValueError("flutter window lengths must be positive")
-        if not 0 <= self.flutter_enter <= self.flutter_stay <= 1:
-            raise ValueError("need 0 <= flutter_enter <= flutter_stay <= 1 (0 disables)")
 
 
 class RPeakDetector:
@@ -186,7 +124,8 @@ class RPeakDetector:
         return self._npk + self.cfg.threshold_frac * (self._spk - self._npk)
 
     def _rr_mean(self) -> float:
-        return float(np.mean(self._rr)) if self._rr else self.fs
+        # sum/len of the ints: exactly np.mean's value (an exact sum, one division), without its overhead.
+        return sum(self._rr) / len(self._rr) if self._rr else self.fs
 
     # -- feature -------------------------------------------------------
     def _feature(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +153,40 @@ class RPeakDetector:
         self._mwi_hist = ext[len(ext) - (n - 1):] if n > 1 else np.zeros(0)
         return mwi, np.abs(d)
 
+    @staticmethod
+    def feature_many(ds: list[RPeakDetector], y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_feature` of row ``i`` of ``y`` (G, n) for ``ds[i]``, in one pass.
+
+        The detectors share one design (settings and rate). Returns (MWI,
+        slope), both (G, n), each row bitwise what :meth:`_feature` gives:
+        the same element-wise operations, and the MWI as the same n-term
+        sum per sample over a view with one more axis (tested).
+        """
+        d0 = ds[0]
+        z, zf = sosfilt_many(d0._sos, y, np.stack([d._zi for d in ds]))
+        d = np.empty_like(z)
+        d[:, 0] = z[:, 0] - np.array([det._prev for det in ds])
+        np.subtract(z[:, 1:], z[:, :-1], out=d[:, 1:])
+        a = np.abs(d)
+        if d0._pow == 2.0:
+            sq = a * a
+        elif d0._pow == 1.5:
+            sq = a * np.sqrt(a)
+        else:
+            sq = a**d0._pow
+        ext = np.concatenate((np.stack([det._mwi_hist for det in ds]), sq), axis=1)
+        n = d0._n_mwi
+        s0, s1 = ext.strides
+        length = ext.shape[1] - n + 1
+        view = np.ndarray((ext.shape[0], length, n), dtype=ext.dtype, buffer=ext, strides=(s0, s1, s1))
+        mwi = view.sum(axis=2) / n
+        last = z[:, -1].tolist()
+        for i, det in enumerate(ds):
+            det._zi = zf[i]
+            det._prev = last[i]
+            det._mwi_hist = ext[i, length:] if n > 1 else np.zeros(0)
+        return mwi, np.abs(d)
+
     # -- streaming -----------------------------------------------------
     def push(self, y: np.ndarray) -> list[int]:
         """Feed conditioned samples; return QRS indices decided now."""
@@ -221,9 +194,24 @@ class RPeakDetector:
         if y.size == 0:
             return []
         mwi, slope = self._feature(y)
-        self._n += y.size
+        return self.advance(mwi, slope)
+
+    def advance(self, mwi: np.ndarray, slope: np.ndarray) -> list[int]:
+        """The part of :meth:`push` after the feature: candidates, classification.
+
+        ``mwi`` and ``slope`` are what :meth:`_feature` returns for the next
+        samples (:meth:`feature_many` computes them for many detectors at
+        once, bitwise the same values).
+        """
+        self._append(mwi, slope)
+        return self._scan()
+
+    def _append(self, mwi: np.ndarray, slope: np.ndarray) -> None:
+        self._n += mwi.size
         self._buf = np.concatenate((self._buf, mwi))
         self._slope_hist = np.concatenate((self._slope_hist, slope))
+
+    def _scan(self) -> list[int]:
         out: list[int] = []
         w = self._w
         # Indices whose +-w neighbourhood is complete: < n - w.
@@ -237,23 +225,75 @@ class RPeakDetector:
             core = seg[a:b]
             prev = seg[a - 1:b - 1] if a >= 1 else np.concatenate(([-np.inf], seg[a:b - 1]))
             is_c = (core >= mx[a:b]) & (core > prev) & (core > 0)
-            for k in np.flatnonzero(is_c):
-                i = self._decided + int(k)
-                s0 = max(self._buf0, i - self.refine_back)
-                sl = float(self._slope_hist[s0 - self._buf0: i + 1 - self._buf0].max())
-                self._now = i + w
-                out.extend(self._candidate(i, float(core[k]), sl))
-            self._decided = hi
-            self._now = self._n - 1
-            out.extend(self._searchback(self._decided - 1))
+            out = self._decide_upto(hi, core, np.flatnonzero(is_c).tolist())
+        self._trim()
+        return out
+
+    def _decide_upto(self, hi: int, core: np.ndarray, ks: list[int]) -> list[int]:
+        """Classify the candidates at ``decided + k`` (``k`` in ``ks``); decided := ``hi``."""
+        out: list[int] = []
+        w = self._w
+        for k in ks:
+            i = self._decided + k
+            s0 = max(self._buf0, i - self.refine_back)
+            sl = float(self._slope_hist[s0 - self._buf0: i + 1 - self._buf0].max())
+            self._now = i + w
+            out.extend(self._candidate(i, float(core[k]), sl))
+        self._decided = hi
+        self._now = self._n - 1
+        out.extend(self._searchback(self._decided - 1))
+        return out
+
+    def _trim(self) -> None:
         # Keep context for the next call: w before the undecided part and the
         # slope span refinement needs.
+        w = self._w
         keep_from = max(0, min(self._decided - w, self._decided - self.refine_back) - 1)
         if keep_from > self._buf0:
             cut = keep_from - self._buf0
             self._buf = self._buf[cut:]
             self._slope_hist = self._slope_hist[cut:]
             self._buf0 = keep_from
+
+    @staticmethod
+    def advance_many(ds: list[RPeakDetector], mwi: np.ndarray, slope: np.ndarray) -> list[list[int]]:
+        """:meth:`advance` of row ``i`` of ``mwi``/``slope`` (G, m) for ``ds[i]``.
+
+        The candidate test (local maximum over +-candidate_s, rising, > 0)
+        runs once over all detectors in steady state: those whose undecided
+        span is exactly the new ``m`` samples with ``candidate_s`` of context
+        before it, so that the span to test is the last ``m + 2w`` samples
+        of each buffer. It is the same comparison of the same values as in
+        :meth:`advance` (a maximum is exact in any order); the rest
+        (classification, search-back) is per detector, where candidates are.
+        Others (a segment's first samples) take :meth:`advance`'s path.
+        """
+        m = mwi.shape[1]
+        out: list[list[int]] = [[] for _ in ds]
+        steady: list[int] = []
+        for k, det in enumerate(ds):
+            det._append(mwi[k], slope[k])
+            w = det._w
+            if det._n - w - det._decided == m and det._decided - w >= det._buf0 and m > 0:
+                steady.append(k)
+            else:
+                out[k] = det._scan()
+        if not steady:
+            return out
+        w = ds[0]._w
+        seg = np.stack([ds[k]._buf[ds[k]._buf.size - (m + 2 * w):] for k in steady])
+        s0, s1 = seg.strides
+        mx = np.ndarray((seg.shape[0], m, 2 * w + 1), dtype=seg.dtype, buffer=seg, strides=(s0, s1, s1)).max(axis=2)
+        core = seg[:, w:w + m]
+        is_c = (core >= mx) & (core > seg[:, w - 1:w - 1 + m]) & (core > 0)
+        rows, cols = np.nonzero(is_c)
+        ks: dict[int, list[int]] = {}
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            ks.setdefault(r, []).append(c)
+        for r, k in enumerate(steady):
+            det = ds[k]
+            out[k] = det._decide_upto(det._n - det._w, core[r], ks.get(r, []))
+            det._trim()
         return out
 
     def flush(self, tail: np.ndarray) -> list[int]:

@@ -65,7 +65,7 @@ class BeatQuality:
             flags.add("warmup")
             quality = 0.0
         else:
-            tmpl = np.median(np.stack(self._windows), axis=0)
+            tmpl = _median_rows(np.stack(self._windows))
             a = window - window.mean()
             b = tmpl - tmpl.mean()
             den = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
@@ -73,7 +73,7 @@ class BeatQuality:
             quality = min(1.0, max(0.0, corr))
             if corr < self.min_corr:
                 flags.add("morphology")
-            med_amp = float(np.median(self._amps))
+            med_amp = _median_floats(self._amps)
             if med_amp > 0 and not 0.4 <= amp / med_amp <= 2.5:
                 flags.add("amplitude")
         if np.isfinite(rr_s) and not 0.25 <= rr_s <= 2.0:
@@ -82,3 +82,28 @@ class BeatQuality:
         self._windows.append(np.array(window, dtype=np.float64))
         self._amps.append(amp)
         return quality, flags
+
+
+def _median_rows(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=0)``, the same values, without its per-call overhead.
+
+    The middle row of the sorted columns, or the mean of the two middle
+    rows computed as numpy's median does (sum of the two, divided by 2).
+    Non-finite input takes ``np.median`` itself (its NaN rules).
+    """
+    k = x.shape[0]
+    if not np.isfinite(x).all():
+        return np.median(x, axis=0)
+    s = np.sort(x, axis=0)
+    if k % 2:
+        return s[k // 2]
+    return (s[k // 2 - 1] + s[k // 2]) / 2.0
+
+
+def _median_floats(v: deque[float]) -> float:
+    """``float(np.median(v))`` for a few floats (the same value; NaN as numpy gives it)."""
+    s = sorted(v)
+    if any(x != x for x in s):
+        return float("nan")
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2.0

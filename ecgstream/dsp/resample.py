@@ -35,6 +35,10 @@ def rational_ratio(fs_in_hz: float, fs_out_hz: float, max_denominator: int = 100
     return frac.numerator, frac.denominator
 
 
+#: Output samples from which a push sums the taps column by column (same values).
+_COLUMNS_FROM = 512
+
+
 class StreamingResampler:
     """Causal rational-ratio FIR resampler with persistent state.
 
@@ -66,6 +70,7 @@ class StreamingResampler:
         h = lowpass_fir(n_taps, cutoff, 8.0) * self.up
         # poly[ph, j] = h[ph + up*j]
         self._poly = np.ascontiguousarray(h.reshape(taps_per_phase, self.up).T)
+        self._poly_t = np.ascontiguousarray(self._poly.T)  # [tap, phase], for _taps_by_column
         self._taps = taps_per_phase
         self._lags = np.arange(taps_per_phase)
         self.delay_in_samples = 0.0 if self.identity else (n_taps - 1) / 2.0 / self.up
@@ -102,17 +107,79 @@ class StreamingResampler:
         if m.size:
             pos = m * self.down
             idx = pos // self.up - base
-            coeff = self._poly[pos % self.up]
-            # One gather of every tap's input, then the taps summed in a fixed
-            # order (tap 0 first), one vector op per tap: the same arithmetic
-            # for an output sample whatever the chunking.
-            prod = buf[idx[:, None] - self._lags] * coeff
-            y = prod[:, 0].copy()
-            for j in range(1, self._taps):
-                y += prod[:, j]
+            ph = pos % self.up
+            if m.size >= _COLUMNS_FROM:
+                y = self._taps_by_column(buf, idx, ph)
+            else:
+                # One gather of every tap's input, then the taps summed in a fixed
+                # order (tap 0 first), one vector op per tap: the same arithmetic
+                # for an output sample whatever the chunking.
+                prod = buf[idx[:, None] - self._lags] * self._poly[ph]
+                y = prod[:, 0].copy()
+                for j in range(1, self._taps):
+                    y += prod[:, j]
         else:
             y = np.empty(0)
         self._hist = buf[-(self._taps - 1):] if self._taps > 1 else np.empty(0)
+        return y
+
+    def _taps_by_column(self, buf: np.ndarray, idx: np.ndarray, ph: np.ndarray) -> np.ndarray:
+        """The same products summed in the same order, one tap at a time.
+
+        For long inputs (a whole record) this is ~2x faster than the 2-D
+        gather (contiguous 1-D arrays instead of an (m, taps) array whose
+        columns are summed with a stride); for a chunk it is more calls.
+        Bitwise the same result either way (tested).
+        """
+        cols = self._poly_t
+        y = buf[idx] * cols[0][ph]
+        for j in range(1, self._taps):
+            y += buf[idx - j] * cols[j][ph]
+        return y
+
+    # -- many streams at once (ecgstream.dsp.fleet) ---------------------
+    def plan(self, n: int) -> tuple[int, int]:
+        """``(phase, count)`` of the next :meth:`push` of ``n`` samples.
+
+        ``count`` output samples, whose inputs and coefficients depend only
+        on ``phase`` (= ``m_next * down - base * up``): resamplers of one
+        design with equal plans can be advanced by :meth:`push_many`.
+        """
+        base = self._n_in - (self._taps - 1)
+        m_end = ((self._n_in + n) * self.up - 1) // self.down + 1
+        return self._m_next * self.down - base * self.up, m_end - self._m_next
+
+    @staticmethod
+    def push_many(rs: list[StreamingResampler], x: np.ndarray) -> np.ndarray:
+        """:meth:`push` of row ``i`` of ``x`` (G, n) into ``rs[i]``, in one pass.
+
+        The resamplers share one design, are primed (or identity) and have
+        equal :meth:`plan` for ``n``; returns (G, count), each row bitwise
+        what :meth:`push` returns (the same products, summed in the same
+        order: only the arrays have one more axis).
+        """
+        r0 = rs[0]
+        n = x.shape[1]
+        if r0.identity:
+            for r in rs:
+                r._n_in += n
+                r._m_next += n
+            return x.copy()
+        phase, count = r0.plan(n)
+        hist = np.stack([r._hist for r in rs])
+        buf = np.concatenate((hist, x), axis=1)
+        pos = phase + np.arange(count, dtype=np.int64) * r0.down
+        idx = pos // r0.up
+        coeff = r0._poly[pos % r0.up]
+        prod = buf[:, idx[:, None] - r0._lags] * coeff
+        y = prod[:, :, 0].copy()
+        for j in range(1, r0._taps):
+            y += prod[:, :, j]
+        keep = buf[:, buf.shape[1] - (r0._taps - 1):]
+        for i, r in enumerate(rs):
+            r._n_in += n
+            r._m_next += count
+            r._hist = keep[i]
         return y
 
     def output_to_input_index(self, m: np.ndarray | int) -> np.ndarray | float:

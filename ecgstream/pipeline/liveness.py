@@ -27,6 +27,8 @@ authentication (see :mod:`ecgstream.pipeline.decide`): only a positive failure d
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -38,6 +40,20 @@ from ..types import Beat
 __all__ = ["LivenessState", "LivenessTracker"]
 
 _FP_POINTS = 16
+
+
+def _median_of(s: list[float]) -> float:
+    """Median of sorted finite floats, as ``np.median`` gives it (mean of the two middles when even)."""
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2.0
+
+
+@functools.lru_cache(maxsize=8)
+def _fp_index(n: int) -> np.ndarray:
+    """Sample positions of a beat's fingerprint in a window of ``n`` samples (one per size)."""
+    idx = np.linspace(0, n - 1, _FP_POINTS).astype(int)
+    idx.flags.writeable = False
+    return idx
 #: Seconds of samples a window shorter than 5 s may be ahead or behind the declared rate.
 EARLY_RATE_SLACK_S = 0.5
 
@@ -83,6 +99,7 @@ class LivenessTracker:
         self.cfg = cfg
         self.expected_speed = expected_speed
         self._recent: deque[Beat] = deque(maxlen=cfg.window_beats)
+        self._beat_figures: tuple | None = None  # (hr, cv, q, n) of _recent, until it changes
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
         self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
         self._fp = np.zeros((n_hist, _FP_POINTS), dtype=np.float16)  # ~50 kB per device for 5 min
@@ -98,6 +115,7 @@ class LivenessTracker:
     def reset_beats(self) -> None:
         """Forget recent beats (gap or leads off); the loop history is kept."""
         self._recent.clear()
+        self._beat_figures = None
 
     def reset(self, reason: str = "leads off") -> None:
         """A new contact: forget recent beats and the loop flag (the loop history stays,
@@ -173,12 +191,13 @@ class LivenessTracker:
     def on_beat(self, beat: Beat) -> None:
         """Record one beat (good or not)."""
         self._recent.append(beat)
+        self._beat_figures = None
         if not np.isfinite(beat.rr_s):
             return
         i = self._n % self._rr.size
         self._rr[i] = round(beat.rr_s * self.fs)
         w = beat.window
-        idx = np.linspace(0, w.size - 1, _FP_POINTS).astype(int)
+        idx = _fp_index(w.size)
         self._fp[i] = w[idx]
         self._t[i] = beat.r_time_s
         self._n += 1
@@ -211,21 +230,41 @@ class LivenessTracker:
                 return True
         return False
 
+    def _figures(self) -> tuple:
+        """Heart rate, RR variability and quality of the recent beats.
+
+        Computed once per change of the recent beats, not on every call:
+        :meth:`state` is called for every device on every daemon tick.
+        """
+        if self._beat_figures is None:
+            beats = list(self._recent)
+            rr_list = [b.rr_s for b in beats if math.isfinite(b.rr_s)]
+            rr = np.array(rr_list)
+            # The values of 60 / np.median(rr), np.std(rr) / np.mean(rr) and
+            # np.mean(good), computed as numpy does (sorted middle; sum / n;
+            # sqrt of the mean squared deviation; count / n) without its
+            # wrappers: this runs for every beat of every device.
+            hr = 60.0 / _median_of(sorted(rr_list)) if rr_list else None
+            cv = None
+            if rr.size >= 3:
+                mean = np.add.reduce(rr) / rr.size
+                dev = rr - mean
+                cv = float(np.sqrt(np.add.reduce(dev * dev) / rr.size) / mean)
+            q = sum(b.good for b in beats) / len(beats) if beats else None
+            self._beat_figures = (hr, cv, q, int(rr.size), len(beats))
+        return self._beat_figures
+
     def state(self, leads_off: bool) -> LivenessState:
         """Evaluate all checks now."""
         cfg = self.cfg
         reasons: list[str] = []
-        beats = list(self._recent)
-        rr = np.array([b.rr_s for b in beats if np.isfinite(b.rr_s)])
-        hr = float(60.0 / np.median(rr)) if rr.size else None
-        cv = float(np.std(rr) / np.mean(rr)) if rr.size >= 3 else None
-        q = float(np.mean([b.good for b in beats])) if beats else None
-        warming = len(beats) < cfg.window_beats
+        hr, cv, q, n_rr, n_beats = self._figures()
+        warming = n_beats < cfg.window_beats
         if leads_off:
             reasons.append("leads off")
         if warming and not leads_off:
             reasons.append("warming up")
-        if hr is not None and rr.size >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
+        if hr is not None and n_rr >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
             reasons.append(f"heart rate {hr:.0f}/min implausible")
         if cv is not None and not warming:
             if cv < cfg.min_rr_cv:

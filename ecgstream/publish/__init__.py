@@ -13,8 +13,12 @@ bounded time). The package is cut at its seams, one module each:
   :class:`TeePublisher`;
 - :mod:`.stdout`: :class:`StdoutPublisher`, JSON lines (the output when no
   broker is configured);
-- :mod:`.mqtt`: :class:`MqttPublisher`, topics of ``docs/mqtt_output.md``,
-  over the shared transport :mod:`ecgstream.mqtt`.
+- :mod:`.mqtt`: :class:`MqttPublisher`, over the shared transport
+  :mod:`ecgstream.mqtt`; its topic names and last-will rules
+  (``docs/mqtt_output.md``) are :mod:`.topics`, its bookkeeping of latest
+  states, queued events and unacknowledged messages :mod:`.delivery`;
+- :mod:`.discovery`: the Home Assistant MQTT discovery configs (optional,
+  ``[homeassistant]``).
 
 Times in payloads are Unix time in seconds (float, millisecond resolution).
 """

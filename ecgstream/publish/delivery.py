@@ -1,8 +1,11 @@
-"""What the MQTT publisher still owes the broker: queued events and unacknowledged messages.
+"""What the MQTT publisher still owes the broker: latest states, queued events, unacknowledged messages.
 
-Two pieces of bookkeeping of :class:`~ecgstream.publish.mqtt.MqttPublisher`,
-apart from its topics, states and connection, and free of paho and sockets:
+Three pieces of bookkeeping of :class:`~ecgstream.publish.mqtt.MqttPublisher`,
+apart from its topics and connection, and free of paho and sockets:
 
+- :class:`LatestStates`: the latest auth and liveness state per device,
+  which every (re)connect republishes (retained kinds need no queue: only
+  the latest matters), and which of them wait for a connection;
 - :class:`EventQueue`: the events that wait for a connection, a FIFO of
   bounded length (when full the oldest is dropped, counted and logged);
 - :class:`Inflight`: the QoS 1 messages sent on the current connection and
@@ -20,13 +23,42 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .payloads import stale_replacement
 from .protocol import PublisherStats
 
-__all__ = ["EventQueue", "Inflight"]
+__all__ = ["EventQueue", "Inflight", "LatestStates"]
 
 log = logging.getLogger("ecgstream.publish")
 
 Event = tuple[str, dict[str, Any]]  # (device, payload)
+
+
+class LatestStates:
+    """The latest state per ``(device, kind)`` and its ``valid_until``; ``pending``: those not yet sent.
+
+    :meth:`take` never hands out a state whose ``valid_until`` has passed: it
+    replaces it by its fail-closed stand-in (:func:`stale_replacement`,
+    stamped ``now``), so a stale ``authenticated`` is never published.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        #: Keys whose latest state waits for a connection.
+        self.pending: set[tuple[str, str]] = set()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._latest))
+
+    def put(self, device: str, kind: str, payload: dict[str, Any], valid_until: float) -> None:
+        self._latest[(device, kind)] = (dict(payload), float(valid_until))
+
+    def take(self, device: str, kind: str, now: float) -> tuple[dict[str, Any], float]:
+        """The state to send now: the latest, or its stand-in once expired."""
+        payload, valid_until = self._latest[(device, kind)]
+        if valid_until <= now:
+            payload, valid_until = stale_replacement(kind, payload, valid_until, now)
+            self._latest[(device, kind)] = (payload, valid_until)
+        return payload, valid_until
 
 
 class EventQueue:

@@ -2,18 +2,17 @@
 
 The connection itself (client factory, TLS, credentials, backoff, reconnect,
 paho logging) is :class:`ecgstream.mqtt.MqttConnection`, shared with the MQTT
-source. What is here is the publisher's own: the topics, the latest state
-per device and kind, when to (re)publish what, and the last will rules of
-``docs/mqtt_output.md``. What it still owes the broker, the event queue
-while disconnected and the in-flight table of QoS 1 messages, is
-:mod:`.delivery`.
+source. What is here is the publisher's own: the latest state per device
+and kind, and when to (re)publish what. The topic names and last will rules
+of ``docs/mqtt_output.md`` are :mod:`.topics`; the Home Assistant discovery
+configs, :mod:`.discovery`; what it still owes the broker (the event queue
+while disconnected, the in-flight table of QoS 1 messages), :mod:`.delivery`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +21,10 @@ from typing import Any
 from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
 from ..mqtt.client import expiring_json
 from .checks import check_device, check_payload, encode
-from .delivery import EventQueue, Inflight
-from .payloads import stale_replacement
+from .delivery import EventQueue, Inflight, LatestStates
+from .discovery import Discovery, DiscoveryRegistry
 from .protocol import PublishError, PublisherStats
+from .topics import Topics
 
 __all__ = ["MqttPublisher"]
 
@@ -35,10 +35,8 @@ log = logging.getLogger("ecgstream.publish")
 class MqttPublisher:
     """Publishes the daemon's states to an MQTT broker (paho-mqtt 2.x).
 
-    Topics (``<prefix>/<device>/...``): ``auth`` and ``liveness`` retained,
-    ``events`` not retained, ``availability`` retained ``online``/``offline``;
-    all QoS 1. See ``docs/mqtt_output.md`` for payloads and the consumer's
-    rules.
+    Topics (:mod:`.topics`, payloads and consumer rules in ``docs/mqtt_output.md``):
+    ``auth``, ``liveness``, ``availability`` retained, ``events`` not; all QoS 1.
 
     A connection manager thread connects, re-connects with exponential
     backoff and, after every (re)connect, republishes ``online`` and the
@@ -48,62 +46,48 @@ class MqttPublisher:
     ``loop_start()`` network thread, so no message of a lost connection is
     resent after the fresh states.
 
-    While disconnected nothing is silently lost: the latest state per device
-    and kind is kept, and events wait in a FIFO of ``events_max`` entries
-    (when full the oldest is dropped, counted in ``stats.dropped`` and logged
-    as a WARNING).
+    While disconnected nothing is silently lost: the latest states are kept
+    and events wait in a FIFO of ``events_max`` (:mod:`.delivery`).
 
-    Last will: one per connection. With ``will_devices=[device]`` (a daemon
-    serving one known device) it is that device's ``availability`` =
-    ``offline``. Otherwise (multi-device mode) it is
-    ``<prefix>/daemon/<client_id>/availability`` = ``offline``, where the
-    daemon also publishes its own ``online``; consumers must check that topic
-    too, since the devices' own availability topics cannot all be covered by
-    the one will.
+    Last will: one per connection, the rules of :class:`~.topics.Topics`
+    (a device's ``availability`` with one will device, else the daemon's).
+
+    Home Assistant discovery (``discovery``, off by default): the retained
+    configs of :mod:`.discovery`, sent when a device is first announced and
+    after every reconnect; removed only by :meth:`remove_discovery` (or
+    ``remove_on_stop``), as HA users expect entities to outlive a restart.
 
     Parameters
     ----------
-    host : str
-        Broker host name or address.
-    port : int
-        Broker port (1883; 8883 for TLS by convention).
+    host, port : str, int
+        The broker (port 1883; 8883 for TLS by convention).
     prefix : str
         Topic prefix.
     client_id : str, optional
-        MQTT client id. Default ``ecgstream-<hostname>-<device>`` with one
+        MQTT client id; default ``ecgstream-<hostname>-<device>`` with one
         will device, else ``ecgstream-<hostname>``. Two daemons on one broker
         need different ids.
-    protocol : {"5", "3.1.1"}
-        MQTT version. Version 5 sets a message expiry on auth and liveness
-        messages, so retained states vanish from the broker at
-        ``valid_until``; with 3.1.1 consumers must check ``valid_until``.
-    keepalive : int
-        Keep-alive interval, seconds.
+    protocol, keepalive, tls, retry_min_s, retry_max_s, connect_timeout_s
+        The connection's :class:`~ecgstream.mqtt.LinkOptions`. Version ``"5"``
+        sets a message expiry on auth and liveness, so retained states vanish
+        from the broker at ``valid_until``; with ``"3.1.1"`` consumers must
+        check ``valid_until``. ``connect_timeout_s`` also bounds :meth:`start`.
     username, password : str, optional
         Credentials (the password is never logged).
-    tls : TlsOptions, optional
-        Connect with TLS.
     on_connect_failure : {"retry", "exit"}
-        What a failed first connection does: ``exit`` raises
-        :class:`PublishError` from :meth:`start`; ``retry`` logs an ERROR and
-        keeps trying with backoff. Losses after a successful start are always
-        retried.
-    retry_max_s : float
-        Longest wait between connection attempts, seconds.
+        A failed first connection: ``exit`` raises :class:`PublishError` from
+        :meth:`start`; ``retry`` logs an ERROR and keeps trying with backoff.
+        Losses after a successful start are always retried.
     clock : callable
         Unix time in seconds (for staleness and message expiry).
     will_devices : list of str, optional
         The single device this daemon serves (see "Last will").
     events_max : int
         Capacity of the event queue used while disconnected.
-    connect_timeout_s : float
-        Bound on :meth:`start`'s wait for the first connection, and on one
-        connection attempt.
     close_timeout_s : float
         Bound on :meth:`close`'s wait for acknowledgements.
-    retry_min_s : float
-        First wait between connection attempts, seconds (doubles up to
-        ``retry_max_s``).
+    discovery : Discovery, optional
+        Publish Home Assistant discovery configs (:mod:`.discovery`).
     """
 
     def __init__(
@@ -125,11 +109,12 @@ class MqttPublisher:
         connect_timeout_s: float = 10.0,
         close_timeout_s: float = 5.0,
         retry_min_s: float = 1.0,
+        discovery: Discovery | None = None,
     ) -> None:
         if on_connect_failure not in ("retry", "exit"):
             raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
-        if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
-            raise ValueError(f"prefix {prefix!r} is not a valid topic prefix")
+        #: Topic names and the last-will rules.
+        self.topics = Topics(prefix, client_id)
         self.host = host
         self.port = int(port)
         self.prefix = prefix
@@ -141,8 +126,7 @@ class MqttPublisher:
         self.on_connect_failure = on_connect_failure
         self.clock = clock
         self.close_timeout_s = float(close_timeout_s)
-        self._client_id_arg = client_id
-        self.will_devices: list[str] = []
+        self.discovery = discovery
         self.stats = PublisherStats()
 
         # _lock guards the states, the event queue and the client; it may be held while
@@ -154,9 +138,9 @@ class MqttPublisher:
         self._connected = False
         self._conn: MqttConnection | None = None
         self._announced: dict[str, bool] = {}
-        self._latest: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
-        self._dirty: set[tuple[str, str]] = set()
+        self._states = LatestStates()
         self._dirty_avail: set[str] = set()
+        self._ha = DiscoveryRegistry(discovery, self.topics) if discovery is not None else None
         self._events = EventQueue(events_max, self.stats, host, self.port)
         self._inflight = Inflight(self.stats, lambda: self._generation)
         if will_devices:
@@ -164,53 +148,24 @@ class MqttPublisher:
 
     # -- configuration --------------------------------------------------------------
     def set_will_devices(self, devices: list[str]) -> None:
-        """Serve exactly one known device: its availability becomes the last will.
+        """Serve exactly one known device, whose availability becomes the last will; before :meth:`start`.
 
-        Call before :meth:`start`.
-
-        Raises
-        ------
-        ValueError
-            More than one device (a connection carries one will), or called
-            after :meth:`start`.
+        Raises ``ValueError`` for more than one device (a connection carries
+        one will) or after :meth:`start`.
         """
         if self._conn is not None:
             raise ValueError("set_will_devices() must be called before start()")
-        devices = list(devices)
-        if len(devices) > 1:
-            raise ValueError("a connection carries one last will: give at most one will device; "
-                             "several devices use the daemon availability topic")
-        for d in devices:
-            check_device(d)
-        self.will_devices = devices
+        self.topics.set_will_devices(devices)
 
-    @property
-    def client_id(self) -> str:
-        """The MQTT client id in use."""
-        if self._client_id_arg:
-            return self._client_id_arg
-        host = socket.gethostname().split(".")[0] or "host"
-        return f"ecgstream-{host}-{self.will_devices[0]}" if self.will_devices else f"ecgstream-{host}"
-
-    @property
-    def daemon_topic(self) -> str | None:
-        """``<prefix>/daemon/<client_id>/availability`` in multi-device mode, else ``None``."""
-        if self.will_devices:
-            return None
-        level = "".join("_" if c in "/+#\0" else c for c in self.client_id)
-        return f"{self.prefix}/daemon/{level}/availability"
+    # The names are the Topics' (kept here for the publisher's callers).
+    will_devices = property(lambda self: self.topics.will_devices, doc="The one device served, or empty.")
+    client_id = property(lambda self: self.topics.client_id, doc="The MQTT client id in use.")
+    daemon_topic = property(lambda self: self.topics.daemon_topic, doc="The daemon's availability topic, or None.")
+    will_topic = property(lambda self: self.topics.will_topic, doc="Topic of the last will.")
 
     def topic(self, device: str, kind: str) -> str:
         """Topic of ``kind`` (``auth``, ``liveness``, ``events``, ``availability``) of a device."""
-        return f"{self.prefix}/{device}/{kind}"
-
-    @property
-    def will_topic(self) -> str:
-        """Topic of the last will."""
-        if self.will_devices:
-            return self.topic(self.will_devices[0], "availability")
-        assert self.daemon_topic is not None
-        return self.daemon_topic
+        return self.topics.topic(device, kind)
 
     @property
     def connected(self) -> bool:
@@ -256,6 +211,8 @@ class MqttPublisher:
         """Publish ``offline`` for announced devices, wait for acks (bounded), disconnect."""
         deadline = time.monotonic() + self.close_timeout_s
         with self._lock:
+            if self.discovery is not None and self.discovery.remove_on_stop and self._connected:
+                self.remove_discovery()
             for device, online in self._announced.items():
                 if online:
                     self._announced[device] = False
@@ -284,7 +241,10 @@ class MqttPublisher:
         check_device(device)
         with self._lock:
             self._announced[device] = bool(online)
+            # HA discovery: on a device's first appearance (and every reconnect, in _flush)
+            configs = self._ha.announce(device) if self._ha is not None else []
             if self._connected:
+                self._send_retained(configs)
                 self._send_avail(device)
             else:
                 self._dirty_avail.add(device)
@@ -311,32 +271,45 @@ class MqttPublisher:
                 self._events.put(device, payload)
             self._update_queued()
 
+    def remove_discovery(self, devices: list[str] | None = None) -> None:
+        """Delete devices' HA entities (default: all known): empty retained configs, now or on connecting.
+
+        A device announced again later is discovered again. No-op without ``discovery``.
+        """
+        if self._ha is None:
+            return
+        with self._lock:
+            self._ha.remove(devices)
+            if self._connected:
+                self._send_retained(self._ha.take_removals())
+
     # -- internals (hold self._lock) ----------------------------------------------------
     def _state(self, kind: str, device: str, payload: dict, valid_until: float) -> None:
         check_device(device)
         check_payload(payload)
         encode(payload)
         with self._lock:
-            self._latest[(device, kind)] = (dict(payload), float(valid_until))
+            self._states.put(device, kind, payload, valid_until)
             if self._connected:
                 self._send_state(device, kind)
             else:
-                self._dirty.add((device, kind))
+                self._states.pending.add((device, kind))
             self._update_queued()
 
     def _update_queued(self) -> None:
-        self.stats.queued = len(self._dirty) + len(self._dirty_avail) + len(self._events)
+        self.stats.queued = len(self._states.pending) + len(self._dirty_avail) + len(self._events)
 
     def _send_avail(self, device: str) -> None:
         word = "online" if self._announced[device] else "offline"
         self._send(self.topic(device, "availability"), word, retain=True, kind="availability")
 
+    def _send_retained(self, msgs: list[tuple[str, str]]) -> None:
+        for topic, text in msgs:
+            self._send(topic, text, retain=True, kind="discovery")
+
     def _send_state(self, device: str, kind: str) -> None:
-        payload, valid_until = self._latest[(device, kind)]
         now = self.clock()
-        if valid_until <= now:
-            payload, valid_until = stale_replacement(kind, payload, valid_until, now)
-            self._latest[(device, kind)] = (payload, valid_until)
+        payload, valid_until = self._states.take(device, kind, now)
         # v5: the retained state never outlives its valid_until on the broker
         props = expiring_json(math.floor(valid_until - now)) if self.link.protocol == "5" else None
         self._send(self.topic(device, kind), encode(payload), retain=True, kind=kind, props=props)
@@ -354,14 +327,16 @@ class MqttPublisher:
             self._events.put(device, payload)
 
     def _flush(self) -> None:
-        """After a (re)connect: online, the latest states, then queued events."""
+        """After a (re)connect: HA discovery, online, the latest states, then queued events."""
+        if self._ha is not None:
+            self._send_retained(self._ha.messages())
         if self.daemon_topic is not None:
             self._send(self.daemon_topic, "online", retain=True, kind="daemon")
         for device in self._announced:
             self._send_avail(device)
-        for device, kind in list(self._latest):
+        for device, kind in self._states:
             self._send_state(device, kind)
-        self._dirty.clear()
+        self._states.pending.clear()
         self._dirty_avail.clear()
         while self._events and self._connected:
             device, payload = self._events.popleft()
@@ -401,7 +376,7 @@ class MqttPublisher:
         """Events not acknowledged on a lost connection go back to the queue's front."""
         for device, payload in reversed(self._inflight.take_events()):
             self._events.put(device, payload, front=True)
-        self._dirty.update(self._latest)
+        self._states.pending.update(self._states)
         self._dirty_avail.update(self._announced)
         self._update_queued()
 
