@@ -164,26 +164,40 @@ def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict
     }
 
 
+def cold_start_once(argv: list[str], source: str, store: Path, key: Path,
+                    env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
+    """One cold start: spawn ``argv run --source SOURCE``, wait for its first stdout line.
+
+    ``argv`` is the command that starts ecgstream (the console script, or
+    ``[python, "-m", "ecgstream"]`` with ``PYTHONPATH`` in ``env``, run in
+    ``cwd``: ``-m`` puts the working directory first on ``sys.path``). Returns
+    the wall time to the first line (``s``), and the child's peak RSS
+    (``rss_mb``, ``ru_maxrss``) and CPU time (``cpu_s``) up to then.
+    """
+    t0 = time.monotonic()
+    p = subprocess.Popen(
+        [*argv, "run", "--source", source, "--speed", "1", "--store", str(store), "--key-file", str(key)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    wall = time.monotonic() - t0
+    p.terminate()
+    _, _, ru = os.wait4(p.pid, 0)
+    p.returncode = -1  # reaped above
+    p.stdout.close()
+    if not line:
+        raise RuntimeError(f"daemon printed nothing: {' '.join(argv)} run --source {source}")
+    return {"s": wall, "rss_mb": ru.ru_maxrss / 1024.0, "cpu_s": ru.ru_utime + ru.ru_stime}
+
+
 def bench_cold_start(source: str, repeats: int = 5) -> dict:
     exe = Path(sys.executable).with_name("ecgstream")
     times = []
-    env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "k"
         subprocess.run([str(exe), "keygen", str(key)], check=True, capture_output=True)
         for _ in range(repeats):
-            t0 = time.monotonic()
-            p = subprocess.Popen(
-                [str(exe), "run", "--source", source, "--speed", "1",
-                 "--store", str(Path(tmp) / "store"), "--key-file", str(key)],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            times.append(time.monotonic() - t0)
-            p.terminate()
-            p.wait(10)
-            if not line:
-                raise RuntimeError("daemon printed nothing")
+            times.append(cold_start_once([str(exe)], source, Path(tmp) / "store", key)["s"])
     return {"cold_start_s_median": round(statistics.median(times), 3),
             "cold_start_s_all": [round(t, 3) for t in times]}
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import types
 from collections.abc import Sequence
 
 from . import __version__
@@ -96,35 +94,8 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     commands.add_parsers(sub)
 
 
-_PYDANTIC_LOADER = "pydantic.plugin._loader"
-
-
-def _no_pydantic_plugins(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """Keep pydantic's plugins out of the command's process; True if this call did.
-
-    A pydantic plugin is code of another installed distribution (found by its
-    ``pydantic`` entry point) that sees every value validated, the MQTT
-    password included; the daemon runs none. Setting
-    ``PYDANTIC_DISABLE_PLUGINS`` alone would still import
-    :mod:`importlib.metadata` (~40 ms of start-up, with :mod:`email` and
-    :mod:`zipfile`), which pydantic's plugin loader imports at its top, so
-    the loader is stood in for by one that finds no plugins. An explicit
-    ``PYDANTIC_DISABLE_PLUGINS`` naming some plugins is the user's choice
-    and is left to pydantic, as is a loader that is loaded already.
-    """
-    if environ.get("PYDANTIC_DISABLE_PLUGINS", "__all__") not in ("__all__", "1", "true"):
-        return False
-    if _PYDANTIC_LOADER in sys.modules:
-        return False
-    loader = types.ModuleType(_PYDANTIC_LOADER, "ecgstream: no pydantic plugins (see ecgstream.cli)")
-    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
-    sys.modules[_PYDANTIC_LOADER] = loader
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ecgstream`` console script."""
-    _no_pydantic_plugins()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -3,16 +3,14 @@
 They live here, apart from the stages, so that the config loader, the stages
 and the tests share one definition. They are :func:`ecgstream.fields.section`
 models: strict types, limits declared beside each field, unknown keys
-refused; a bad value raises :class:`pydantic.ValidationError` (a
+refused; a bad value raises :class:`ecgstream.fields.SettingsError` (a
 ``ValueError``) that names the field. Every field documents itself
 (``description``); ``docs/config.md`` is generated from these.
 """
 
 from typing import Annotated
 
-from pydantic import Field
-
-from .fields import Bool, Float, Int, Text, check, one_of, section, within
+from .fields import Bool, Field, Float, Int, Text, check, one_of, section, within
 
 __all__ = ["AdaptationConfig", "AttemptsConfig", "DecisionConfig", "InputConfig", "LivenessConfig"]
 

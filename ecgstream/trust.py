@@ -63,11 +63,11 @@ class Trust:
     # -- wiring ---------------------------------------------------------------------
     def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str]) -> None:
         """Give an MQTT source its verifier and device limit (``[input]``)."""
-        from .msgauth import MessageVerifier
-
         self.reserved |= set(known) | set(keys)
         if not hasattr(source, "verifier"):
-            return
+            return  # serial, WFDB, synthetic: no messages to verify (msgauth is not imported)
+        from .msgauth import MessageVerifier
+
         cfg = self.input
         if cfg.message_auth != "off":
             source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s).check

@@ -3,15 +3,13 @@
 A model of its own file so that :mod:`.schema` only lists it (one line in
 :class:`~ecgstream.config.schema.Config`); what the settings do is
 :mod:`ecgstream.publish.discovery`, which takes them as a plain
-:class:`~ecgstream.publish.discovery.Discovery` (no pydantic there).
+:class:`~ecgstream.publish.discovery.Discovery` (no config types there).
 """
 
 import re
 from typing import Annotated
 
-from pydantic import Field
-
-from ..fields import Bool, Text, check, section
+from ..fields import Bool, Field, Text, check, section
 
 __all__ = ["HomeAssistantConfig"]
 

@@ -3,7 +3,8 @@
 All validation is the schema's (:mod:`.schema`, :mod:`ecgstream.settings`);
 this module only reads the file, merges the flags, fills the defaults that
 depend on the environment (the store under ``$STATE_DIRECTORY``, port 8883
-with TLS), and turns pydantic's errors into :class:`ConfigProblem`\\ s, each
+with TLS), and turns the problems of :func:`ecgstream.fields.validator` into
+:class:`ConfigProblem`\\ s, each
 with its dotted key, the line it is on and, for an unknown key, a guess at
 the key that was meant. Every problem of every section is collected into
 one :class:`ConfigError`.
@@ -12,19 +13,15 @@ one :class:`ConfigError`.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import logging
 import os
-import tomllib
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import TypeAdapter, ValidationError
-
-from ..fields import CROSS, ID_RE, defaults
+from ..fields import ID_RE, TYPE, UNKNOWN, Problem, Validator, defaults, lenient, validator
 from .problems import ConfigError, ConfigProblem, LineIndex
 from .schema import SECRET_KEYS, SECTIONS, Config, DeviceConfig, MqttConfig
 
@@ -77,12 +74,13 @@ def _describe(v: object) -> str:
 
 
 @functools.cache
-def _adapter(cls: type) -> TypeAdapter:
-    return TypeAdapter(cls)
+def _adapter(cls: type) -> Validator:
+    """The validator of section ``cls``; made for the sections the file or the flags fill."""
+    return validator(cls)
 
 
 def _annotations(cls: type) -> dict[str, Any]:
-    return {n: f.annotation for n, f in cls.__pydantic_fields__.items()}  # type: ignore[attr-defined]
+    return _adapter(cls).annotations
 
 
 # -- problems --------------------------------------------------------------------------
@@ -103,25 +101,18 @@ class _Ctx:
             self.problems.append(ConfigProblem(".".join(path), message, self.index.find(path), self.path))
 
 
-def _messages(cls: type, err: Any, raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """``(key, message)`` pairs of one pydantic error of section ``cls``."""
-    kind, loc = err["type"], err["loc"]
-    name = str(loc[0]) if loc else ""
+def _message(cls: type, p: Problem, raw: Mapping[str, Any]) -> str:
+    """What the user reads for problem ``p`` of section ``cls``."""
     fields = _annotations(cls)
-    if kind == CROSS:
-        yield from err["ctx"]["problems"]
-    elif kind == "unexpected_keyword_argument":
-        close = difflib.get_close_matches(name, list(fields), n=1)
-        yield name, (f"unknown key; did you mean {close[0]!r}?" if close
-                     else f"unknown key; known keys: {', '.join(fields)}")
-    elif kind == "finite_number":
-        yield name, f"must be a finite number, got {err['input']!r}"
-    elif kind == "value_error":
-        yield name, str(err["ctx"]["error"])
-    elif kind.endswith("_type") and name in fields:
-        yield name, f"expected {type_name(fields[name])}, got {_describe(raw.get(name, err['input']))}"
-    else:
-        yield name, str(err["msg"])
+    if p.kind == UNKNOWN:
+        import difflib  # only for a key that is wrong
+
+        close = difflib.get_close_matches(p.key, list(fields), n=1)
+        return (f"unknown key; did you mean {close[0]!r}?" if close
+                else f"unknown key; known keys: {', '.join(fields)}")
+    if p.kind == TYPE:
+        return f"expected {type_name(fields[p.key])}, got {_describe(raw[p.key])}"
+    return p.message
 
 
 def _from_cmdline(cls: type, raw: dict[str, Any], path: tuple[str, ...], ctx: _Ctx) -> None:
@@ -135,8 +126,8 @@ def _from_cmdline(cls: type, raw: dict[str, Any], path: tuple[str, ...], ctx: _C
         if tp is str:
             continue
         try:
-            raw[k] = TypeAdapter(tp).validate_python(v.strip())
-        except ValidationError:
+            raw[k] = lenient(tp, v.strip())
+        except ValueError:
             ctx.add((*path, k), f"expected {type_name(fields[k])}, got {v!r}")
             del raw[k]
 
@@ -167,13 +158,9 @@ def _build_section(cls: type, raw: dict[str, Any], path: tuple[str, ...], ctx: _
     _from_cmdline(cls, raw, path, ctx)
     cmdline = {p[-1] for p in ctx.from_cmdline if p[:-1] == path}
     context = {"config_dir": str(ctx.config_dir) if ctx.config_dir else None, "cmdline": cmdline}
-    try:
-        obj = _adapter(cls).validate_python(raw, context=context)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            for key, msg in _messages(cls, err, raw):
-                ctx.add((*path, key) if key else path, msg)
-        return None
+    obj, problems = _adapter(cls).validate(raw, context)
+    for p in problems:
+        ctx.add((*path, p.key), _message(cls, p, raw))
     return obj if len(ctx.problems) == n_before else None
 
 
@@ -275,6 +262,8 @@ def build_config(
 
     for k in merged:
         if k not in _KNOWN:
+            import difflib  # only for a section that is wrong
+
             close = difflib.get_close_matches(str(k), _KNOWN, n=1)
             hint = f"; did you mean [{close[0]}]?" if close else f"; known: {', '.join(_KNOWN)}"
             ctx.add((str(k),), f"unknown section{hint}")
@@ -340,6 +329,8 @@ def load_config(
     data: dict[str, Any] = {}
     spath = None if path is None else os.fspath(path)
     if spath is not None:
+        import tomllib  # a run from flags alone reads no TOML
+
         try:
             with open(spath, "rb") as f:
                 raw = f.read(4 << 20)

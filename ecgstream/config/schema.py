@@ -21,11 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import Field
-
 from ..fields import (
     ID_RE,
     Bool,
+    Field,
     Float,
     Int,
     Path,

@@ -11,9 +11,10 @@ Hostile stores (issue 11, part 4). Template files are opened with
 regular file, has any group or other permission bit, or belongs to another
 user (root's files are accepted); the store directory itself must not be a
 symbolic link, must have no group or other permission bits and must belong
-to this user (or root). Each refusal is a :class:`TemplateError` that says
-what to fix; a scan skips (and counts in :attr:`ScanReport.broken`) the
-files it refuses, and refuses a bad directory outright.
+to this user (or root); :mod:`.files` holds these checks and the atomic
+write. Each refusal is a :class:`TemplateError` that says what to fix; a
+scan skips (and counts in :attr:`ScanReport.broken`) the files it refuses,
+and refuses a bad directory outright.
 
 Concurrent writers of one subject (two ``enroll`` runs). Every write holds
 an exclusive ``fcntl.flock`` on ``.<subject>.lock`` in the store for the
@@ -27,21 +28,18 @@ with a :class:`TemplateError` and writes nothing, unless ``replace=True``
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import logging
 import os
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import codec
+from . import codec, files
+from .files import ABSENT as _ABSENT
+from .files import LOCK_SUFFIX  # noqa: F401 - importable here as before
 from .keys import KEY_BYTES, fsync_dir
 from .model import Template, TemplateError, TemplateKeyError, cohort_mismatch, validate_subject
 
@@ -50,26 +48,6 @@ __all__ = ["SUFFIX", "ScanReport", "TemplateInfo", "TemplateStore"]
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tmpl"
-LOCK_SUFFIX = ".lock"
-_ABSENT = b""  # what _seen records for a subject found without a file
-
-
-def _mode(st: os.stat_result) -> str:
-    return f"{stat.S_IMODE(st.st_mode):o}"
-
-
-def _check_owner_and_mode(st: os.stat_result, what: str, mode: str, path: Path) -> None:
-    """Refuse ``path`` (a store file or the store) owned by another user or open to group/other."""
-    if not _owner_ok(st):
-        raise TemplateError(f"{what} belongs to uid {st.st_uid}, not to this user "
-                            f"(uid {os.geteuid()}): refused (chown it)", path)
-    if st.st_mode & 0o077:
-        raise TemplateError(f"{what} has group/other permissions (mode {_mode(st)}): "
-                            f"refused (chmod {mode} {path})", path)
-
-
-def _owner_ok(st: os.stat_result) -> bool:
-    return st.st_uid in (os.geteuid(), 0)
 
 
 class TemplateInfo(NamedTuple):
@@ -156,7 +134,7 @@ class TemplateStore:
             return False
         return True
 
-    # -- the hostile-store checks ---------------------------------------------
+    # -- the hostile-store checks (ecgstream.templates.files) ------------------
     def check_directory(self) -> bool:
         """Check the store directory (module docs); False when it does not exist.
 
@@ -166,63 +144,7 @@ class TemplateStore:
             A symbolic link, not a directory, group/other permissions, or
             another owner.
         """
-        d = self.directory
-        try:
-            st = os.lstat(d)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise TemplateError(f"cannot examine the template store: {exc.strerror}", d) from None
-        if stat.S_ISLNK(st.st_mode):
-            raise TemplateError("the template store is a symbolic link: refused (point the store at the "
-                                "real directory)", d)
-        if not stat.S_ISDIR(st.st_mode):
-            raise TemplateError("the template store is not a directory", d)
-        _check_owner_and_mode(st, "the template store", "700", d)
-        return True
-
-    def _open_checked(self, path: Path) -> int:
-        """An fd of ``path`` opened with O_NOFOLLOW and checked (module docs)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise TemplateError("template file is a symbolic link: refused", path) from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise TemplateError("template file is not a regular file: refused", path)
-            _check_owner_and_mode(st, "template file", "600", path)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _current_digest(self, path: Path) -> bytes:
-        """SHA-256 of the file now at ``path`` (_ABSENT when none; a link or other oddity hashes its name)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return _ABSENT
-        except OSError:
-            return hashlib.sha256(b"unreadable:" + os.fsencode(path)).digest()
-        with os.fdopen(fd, "rb") as f:
-            return hashlib.sha256(f.read(codec.MAX_FILE_BYTES + 1)).digest()
-
-    @contextlib.contextmanager
-    def _subject_lock(self, subject: str):  # type: ignore[no-untyped-def]
-        """Hold the exclusive flock of ``subject`` (``.<subject>.lock`` in the store)."""
-        lock = self.directory / f".{subject}{LOCK_SUFFIX}"
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:
-            raise TemplateError(f"cannot open the enrolment lock: {exc.strerror}", lock) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        return files.check_store_dir(self.directory)
 
     # -- writing --------------------------------------------------------------
     def _ensure_dir(self) -> None:
@@ -261,8 +183,8 @@ class TemplateStore:
         path = self.path_for(t.subject)
         self._ensure_dir()
         blob = codec.encode(t, self._aead, os.urandom(codec.NONCE_BYTES))
-        with self._subject_lock(t.subject):
-            now = self._current_digest(path)
+        with files.subject_lock(self.directory, t.subject):
+            now = files.file_digest(path, codec.MAX_FILE_BYTES + 1)
             expect = self._seen.get(t.subject) if replace is None else (_ABSENT if replace is False else None)
             if expect is not None and now != expect:
                 raise TemplateError(
@@ -270,29 +192,10 @@ class TemplateStore:
                     + ("written" if expect == _ABSENT else "changed")
                     + " by another enrolment while this one ran; nothing saved (enrol again, with --force "
                     "to replace it)", path)
-            self._write(path, t.subject, blob)
+            files.atomic_write(self.directory, path, t.subject, blob)
         self._seen[t.subject] = hashlib.sha256(blob).digest()
         log.info("saved template of %s (model %s, %d beats) to %s", t.subject, t.model_id, t.n_beats, path)
         return path
-
-    def _write(self, path: Path, subject: str, blob: bytes) -> None:
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{subject}.", suffix=".tmp", dir=self.directory)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            tmp = None
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise TemplateError(f"cannot write template: {exc.strerror or exc}", path) from None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def remove(self, subject: str) -> None:
         """Delete ``subject``'s template.
@@ -316,7 +219,7 @@ class TemplateStore:
     def _read(self, path: Path, expect_subject: str | None = None) -> Template:
         self.check_directory()
         try:
-            with os.fdopen(self._open_checked(path), "rb") as f:
+            with os.fdopen(files.open_checked(path), "rb") as f:
                 blob = f.read(codec.MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             subj = expect_subject or path.stem
