@@ -23,22 +23,19 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .daemon_output import DaemonOutput
+from .daemon_state import DaemonStats, DeviceState
 from .dsp import BeatPipeline, DspConfig
 from .dsp.fleet import FleetDsp
 from .pipeline import (
     UNKNOWN,
-    AuthDecision,
-    Decider,
     Embedder,
     LivenessState,
-    LivenessTracker,
     Matcher,
     Thresholds,
 )
@@ -54,52 +51,7 @@ __all__ = ["Daemon", "DaemonStats"]
 _WARMUP_ONLY = frozenset({"warmup"})
 
 
-@dataclass
-class DaemonStats:
-    """Counters of one daemon run (for logs, benchmarks and tests)."""
-
-    chunks: int = 0
-    samples: int = 0
-    chunks_dropped: int = 0
-    samples_dropped: int = 0
-    beats: int = 0
-    beats_good: int = 0
-    beats_embedded: int = 0
-    bad_chunks: int = 0
-    auth_published: int = 0
-    liveness_published: int = 0
-    events_published: int = 0
-    first_chunk_s: float | None = None  # monotonic time the first chunk was processed
-    adaptations: int = 0  # beats folded into a device's template copy
-    decision_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
-    first_decision_s: dict[str, float] = field(default_factory=dict)  # device -> stream s of first decision
-
-
-class _Device:
-    """All per-device state, owned by the processing thread."""
-
-    def __init__(self, device: str, fs_hz: float, daemon: Daemon) -> None:
-        self.device = device
-        self.fs = fs_hz
-        self.pipeline = BeatPipeline(device, fs_hz, daemon.dsp_cfg)
-        self.liveness = LivenessTracker(fs_hz, daemon.liveness_cfg, daemon.rate_speed)
-        self.subjects, self.matcher = daemon.subjects_for(device)
-        self.decider = (
-            Decider(self.subjects, daemon.thresholds, daemon.decision_cfg) if self.subjects else None
-        )
-        self.auth_seq = 0
-        self.last_auth_pub = -1e18
-        self.last_live_pub = -1e18
-        self.last_chunk_host = daemon.clock()
-        self.leads_off = True
-        self.live_key: tuple | None = None
-        self.last_live: LivenessState | None = None
-        self.stream_t = 0.0
-        self.silent = False
-        self.last_event_after: dict[str, dict] = {}  # what -> the 'after' of its last event
-
-
-class Daemon:
+class Daemon(DaemonOutput):
     """Continuous authentication over one or more sources.
 
     Parameters
@@ -200,7 +152,7 @@ class Daemon:
         self.clock = clock
         self.wall = wall
         self.stats = DaemonStats()
-        self.devices: dict[str, _Device] = {}
+        self.devices: dict[str, DeviceState] = {}
         self.source_errors: list[str] = []
         self._threads: list[threading.Thread] = []
         self._q_lock = threading.Lock()
@@ -302,7 +254,7 @@ class Daemon:
                 break
         return batch
 
-    def _device(self, chunk: SampleChunk) -> _Device:
+    def _device(self, chunk: SampleChunk) -> DeviceState:
         want = self.expected_fs.get(chunk.device)
         if want is not None and chunk.fs_hz != want:
             raise ValueError(f"declares {chunk.fs_hz} Hz but devices.{chunk.device}.fs is {want} Hz")
@@ -311,7 +263,7 @@ class Daemon:
             if dev is not None:
                 log.warning("device %s changed rate %.1f -> %.1f Hz: restarting its pipeline",
                             chunk.device, dev.fs, chunk.fs_hz)
-            dev = _Device(chunk.device, chunk.fs_hz, self)
+            dev = DeviceState(chunk.device, chunk.fs_hz, self)
             self.devices[chunk.device] = dev
             self.publisher.availability(chunk.device, True)
         return dev
@@ -326,7 +278,7 @@ class Daemon:
         liveness, matcher and decider.
         """
         st = self.stats
-        devs: list[_Device] = []
+        devs: list[DeviceState] = []
         items: list[tuple[BeatPipeline, SampleChunk]] = []
         for chunk in batch:
             dev = self._admit(chunk)
@@ -336,7 +288,7 @@ class Daemon:
         # The DSP of every device of the round in shared passes (ecgstream/dsp/fleet.py):
         # the same beats as one push per chunk.
         rnd = self.dsp.push_round(items)
-        steps: list[tuple[_Device, list[Beat], float, bool]] = []
+        steps: list[tuple[DeviceState, list[Beat], float, bool]] = []
         for dev, (_, chunk), beats, err, off in zip(devs, items, rnd.beats, rnd.errors, rnd.leads_off, strict=True):
             if err is not None:
                 self._refused(chunk, err)
@@ -358,7 +310,7 @@ class Daemon:
                 self._publish_liveness(dev, live)
             self._contact(dev, off)
 
-    def _admit(self, chunk: SampleChunk) -> _Device | None:
+    def _admit(self, chunk: SampleChunk) -> DeviceState | None:
         """The chunk's device, or None if the chunk is refused before its DSP."""
         if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
             return None
@@ -372,7 +324,7 @@ class Daemon:
         self.stats.bad_chunks += 1
         log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
 
-    def _arrived(self, dev: _Device, chunk: SampleChunk) -> None:
+    def _arrived(self, dev: DeviceState, chunk: SampleChunk) -> None:
         """A chunk went through its device's DSP: counters, and its arrival for liveness."""
         st = self.stats
         if st.first_chunk_s is None:
@@ -387,7 +339,7 @@ class Daemon:
         dev.liveness.push_samples(int(np.size(chunk.samples)), chunk.arrival_s or dev.last_chunk_host,
                                   chunk.gap_before)
 
-    def _decide(self, dev: _Device, b: Beat, e: np.ndarray, live: LivenessState, arrival: float) -> None:
+    def _decide(self, dev: DeviceState, b: Beat, e: np.ndarray, live: LivenessState, arrival: float) -> None:
         """One matchable beat: match, decide, adapt, publish."""
         st = self.stats
         assert dev.matcher is not None and dev.decider is not None
@@ -404,7 +356,7 @@ class Daemon:
     def _matchable(self, b: Beat) -> bool:
         return b.good or (self.decision_cfg.match_warmup_beats and b.flags == _WARMUP_ONLY)
 
-    def _contact(self, dev: _Device, off: bool) -> None:
+    def _contact(self, dev: DeviceState, off: bool) -> None:
         if off and not dev.leads_off:
             dev.liveness.reset("leads off")
             if dev.matcher is not None:
@@ -435,60 +387,6 @@ class Daemon:
                 d = dev.decider.tick(dev.stream_t, live.failed)
                 self._publish_auth(dev, d, force=d.changed)
             self._publish_liveness(dev, live)
-
-    # -- publishing ----------------------------------------------------------
-    def _publish_auth(self, dev: _Device, d: AuthDecision, force: bool) -> bool:
-        from .publish import auth_payload
-
-        now = self.clock()
-        if not force and now - dev.last_auth_pub < self.publish_interval_s:
-            return False
-        d = self.trust.decision(self, dev, d)
-        if d.changed:
-            self._event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
-        dev.last_auth_pub = now
-        dev.auth_seq += 1
-        t = self.wall()
-        valid_until = t + self.decision_cfg.valid_for_s
-        payload = auth_payload(
-            state=d.state, subject=d.subject, score=d.score, threshold=d.threshold,
-            beats_used=d.beats_used, time_s=t, valid_until=valid_until, seq=dev.auth_seq,
-            model_id=self.model_id, reason=d.reason,
-        )
-        self.publisher.auth(dev.device, payload, valid_until)
-        self.stats.auth_published += 1
-        return True
-
-    def _publish_liveness(self, dev: _Device, live: LivenessState, force: bool = False) -> None:
-        from .publish import liveness_payload
-
-        now = self.clock()
-        key = (live.live, live.leads_on, live.reasons)
-        changed = key != dev.live_key
-        if not (force or changed) and now - dev.last_live_pub < self.publish_interval_s:
-            return
-        if changed and dev.live_key is not None:
-            self._event(dev, "liveness", {"live": live.live, "leads_on": live.leads_on}, "; ".join(live.reasons))
-        dev.live_key = key
-        dev.last_live = live
-        dev.last_live_pub = now
-        t = self.wall()
-        valid_until = t + self.decision_cfg.valid_for_s
-        payload = liveness_payload(
-            live=live.live, leads_on=live.leads_on, heart_rate_bpm=live.heart_rate_bpm,
-            signal_quality=live.signal_quality, time_s=t, valid_until=valid_until,
-            reasons=list(live.reasons), rate_declared_hz=live.rate_declared_hz,
-            rate_measured_hz=live.rate_measured_hz,
-        )
-        self.publisher.liveness(dev.device, payload, valid_until)
-        self.stats.liveness_published += 1
-
-    def _event(self, dev: _Device, what: str, after: dict, reason: str) -> None:
-        before = dev.last_event_after.get(what)
-        dev.last_event_after[what] = after
-        self.publisher.event(dev.device, {"what": what, "before": before, "after": after,
-                                          "reason": reason, "time": self.wall()})
-        self.stats.events_published += 1
 
     def _finish_streams(self) -> None:
         """All sources ended: decide on the beats still in the pipelines."""
