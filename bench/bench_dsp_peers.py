@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# ECGSTREAM_TREE: measure another checkout's package (a baseline) with this script.
+sys.path.insert(0, os.environ.get("ECGSTREAM_TREE", str(ROOT)))
 
 
 def _records(n: int) -> list[tuple[str, np.ndarray, float]]:
@@ -127,6 +128,12 @@ def main() -> int:
     }
     if args.xqrs:
         methods["wfdb xqrs"] = run_xqrs
+    import importlib.util
+
+    import ecgstream
+
+    if importlib.util.find_spec("ecgstream.dsp.fleet") is None:  # a baseline before the fleet DSP
+        del methods["ecgstream fleet"]
     # Warm imports and caches outside the timings.
     short = [(name, x[: int(20 * fs)], fs) for name, x, fs in recs[:1]]
     for f in methods.values():
@@ -134,11 +141,12 @@ def main() -> int:
     # The fleet form must give the beats of the single form.
     from ecgstream.dsp import extract_beats
 
-    _, fb = run_fleet(recs[:2], args.chunk_s)
-    for (_, x, fs), got in zip(recs[:2], fb, strict=True):
-        want = extract_beats(x, fs)
-        assert [b.r_sample for b in got] == [b.r_sample for b in want]
-        assert all(np.array_equal(a.window, b.window) for a, b in zip(got, want, strict=True))
+    if "ecgstream fleet" in methods:
+        _, fb = run_fleet(recs[:2], args.chunk_s)
+        for (_, x, fs), got in zip(recs[:2], fb, strict=True):
+            want = extract_beats(x, fs)
+            assert [b.r_sample for b in got] == [b.r_sample for b in want]
+            assert all(np.array_equal(a.window, b.window) for a, b in zip(got, want, strict=True))
     cpu = {m: [0.0] * args.repeat for m in methods}
     found = {m: 0 for m in methods}
     for rep in range(args.repeat):
@@ -156,6 +164,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "package": str(Path(ecgstream.__file__).parent),
         "records": [name for name, _, _ in recs], "samples": n_samples,
         "cpu_s_best": {m: round(v, 3) for m, v in best.items()},
         "samples_per_cpu_s": {m: round(v) for m, v in rate.items()},
@@ -170,7 +179,7 @@ def main() -> int:
                      f"{res['ratio_vs_neurokit2'][m]} | {found[m]} |" for m in methods)
     args.out.with_suffix(".md").write_text(f"""# DSP on whole MIT-BIH records: ecgstream beside its peers (issue 10)
 
-Command: `{res['command']}`; machine: {res['machine']}; load average at start
+Command: `{res['command']}` (package `{res['package']}`); machine: {res['machine']}; load average at start
 {res['load_average_at_start']}; {res['date']}. Records (whole, lead 0, 360 Hz): {', '.join(res['records'])}
 ({n_samples:,} samples). CPU time, best of {args.repeat} rounds, methods interleaved record by record
 in one process. What each method does: see `bench/bench_dsp_peers.py`; NeuroKit2's `ecg_peaks` returns
