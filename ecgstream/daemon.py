@@ -209,6 +209,7 @@ class Daemon:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
         self.trust = trust if trust is not None else Trust()  # ecgstream/trust.py: input, attempt limits
         self.trust.attach(self)
+        self.fleet: Any = None  # ecgstream/fleet/group.py: a daemon of a group (admit, tick)
 
     # -- templates ---------------------------------------------------------
     def subjects_for(self, device: str) -> tuple[list[str], Matcher | None]:
@@ -350,6 +351,8 @@ class Daemon:
         st = self.stats
         if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
             return None
+        if self.fleet is not None and not self.fleet.admit(chunk.device):  # another daemon's now
+            return None
         try:
             dev = self._device(chunk)
             beats = dev.pipeline.push(chunk)
@@ -399,6 +402,8 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         self.trust.tick(self)
+        if self.fleet is not None:
+            self.fleet.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
             silent_for = now - dev.last_chunk_host
@@ -414,6 +419,12 @@ class Daemon:
                 d = dev.decider.tick(dev.stream_t, live.failed)
                 self._publish_auth(dev, d, force=d.changed)
             self._publish_liveness(dev, live)
+
+    def drop_device(self, device: str, reason: str) -> None:
+        """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""
+        dev = self.devices.pop(device, None)
+        if dev is not None and dev.decider is not None:
+            self._publish_auth(dev, dev.decider.reset(reason), force=True)
 
     # -- publishing ----------------------------------------------------------
     def _publish_auth(self, dev: _Device, d: AuthDecision, force: bool) -> bool:

@@ -70,7 +70,7 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
             publisher = TeePublisher(publisher, StdoutPublisher(stdout or sys.stdout))
     else:
         publisher = StdoutPublisher(stdout or sys.stdout)
-    return Daemon(
+    daemon = Daemon(
         [source], model, templates, publisher, bindings=bindings,
         default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
         decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, adaptation_cfg=cfg.adaptation,
@@ -81,6 +81,9 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         exit_when_sources_end=uri.startswith(("wfdb:", "synthetic:")),
         notifier=notifier, trust=trust, **kw,
     )
+    if hasattr(source, "join_fleet"):  # mqtt://...?partitions=P: a daemon of a group (ecgstream/fleet/)
+        source.join_fleet(daemon)
+    return daemon
 
 
 def device_keys(cfg, source) -> dict[str, bytes]:
