@@ -78,9 +78,8 @@ class NatsServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> NatsServer:
-        log = open(self.dir / "nats.log", "ab")
-        self.proc = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=log, stderr=log)
-        log.close()
+        with open(self.dir / "nats.log", "ab") as log:
+            self.proc = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=log, stderr=log)
         if not wait_port(self.mqtt_port, 15.0):
             self.stop()
             raise RuntimeError(f"nats-server did not open its MQTT port; see {self.dir / 'nats.log'}")
@@ -121,9 +120,8 @@ class GroupDaemon:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> GroupDaemon:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log)
         return self
 
     def log(self) -> str:
