@@ -308,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--notes", default="", help="a paragraph for the page (what the machine was doing)")
     args = ap.parse_args(argv)
     import os
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop nats-server and the daemons
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
