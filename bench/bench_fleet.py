@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -109,12 +110,15 @@ def scale_step(work: Path, store, x, fs, n_daemons: int, streams: int, step_s: f
         obs = Observer(n.host, n.mqtt_port, topics=TOPICS)
         ds = _start_group(work / f"logs-{n_daemons}-{streams}", n, members, store, obs)
         cpu0 = [_cpu_s(d.proc.pid) for d in ds]
+        nats0, me0 = _cpu_s(n.proc.pid), time.process_time()
         wear = Wearables(n.host, n.mqtt_port, devices, x[: int(fs * (step_s + 5))], fs,
                          offset_s=0.37).start()
         t0 = time.time()
         time.sleep(step_s)
         t_end = time.time()
         cpu1 = [_cpu_s(d.proc.pid) for d in ds]
+        nats1, me1 = _cpu_s(n.proc.pid), time.process_time()
+        load1 = round(os.getloadavg()[0], 2)
         wear.close()
         msgs = obs.snapshot()
         for d in ds:
@@ -138,7 +142,9 @@ def scale_step(work: Path, store, x, fs, n_daemons: int, streams: int, step_s: f
          "lost_messages": lost, "slow_consumer_reports": slow, "unserved_devices": len(unserved),
          "worst_auth_gap_s": round(worst_gap, 2), "streams_per_daemon": sorted(per_daemon.values()),
          "daemon_cpu_share": [round((b - a) / (t_end - t0), 2) for a, b in zip(cpu0, cpu1, strict=True)],
-         "wearable_messages_sent": wear.sent}
+         "nats_cpu_share": round((nats1 - nats0) / (t_end - t0), 2),
+         "wearables_and_observer_cpu_share": round((me1 - me0) / (t_end - t0), 2),
+         "load_avg_1min_at_end": load1, "wearable_messages_sent": wear.sent}
     print(json.dumps(r), flush=True)
     return r
 
@@ -262,13 +268,15 @@ def _markdown(r: dict) -> str:
             lines.append(f"| {n} | {v} | {s['efficiency'][n]} | >= 0.8 |")
         lines += ["", "Every step:", "",
                   "| daemons | streams | held | queue drops | lost msgs | slow consumer | unserved | "
-                  "worst auth gap s | streams per daemon | daemon CPU (share of a core) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "worst auth gap s | streams per daemon | daemon CPU (share of a core) | nats-server CPU | "
+                  "wearables + observer CPU | load avg |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for x in s["steps"]:
             lines.append(f"| {x['daemons']} | {x['streams']} | {'yes' if x['held'] else 'no'} | "
                          f"{x['queue_drop_warnings']} | {x['lost_messages']} | {x['slow_consumer_reports']} | "
                          f"{x['unserved_devices']} | {x['worst_auth_gap_s']} | {x['streams_per_daemon']} | "
-                         f"{x['daemon_cpu_share']} |")
+                         f"{x['daemon_cpu_share']} | {x.get('nats_cpu_share')} | "
+                         f"{x.get('wearables_and_observer_cpu_share')} | {x.get('load_avg_1min_at_end')} |")
         lines += ["", s.get("notes", ""), ""]
     t = r.get("takeover")
     if t:
@@ -307,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--no-save", action="store_true")
         p.add_argument("--notes", default="", help="a paragraph for the page (what the machine was doing)")
     args = ap.parse_args(argv)
-    import os
     import signal
 
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop nats-server and the daemons
