@@ -2,6 +2,7 @@
 
     python bench/bench_fleet.py scale [--daemons 1 2 4] [--steps 50 100 150 ...] [--step-s 25]
     python bench/bench_fleet.py takeover [--daemons 2] [--devices 12] [--trials 3]
+    python bench/bench_fleet.py overhead [--streams 50] [--seconds 20] [--repeats 2]
 
 Both write their section of ``docs/benchmarks/fleet.json`` and re-render
 ``docs/benchmarks/fleet.md`` (``--no-save`` to only print). Real parts
@@ -33,6 +34,10 @@ takeover
     connects 0.3 s after the kill (it gets the retained states), and the
     fail-closed reader polled every 0.1 s must not report such a device
     authenticated between the will and the new owner's decision.
+overhead
+    The CPU share of one plain daemon on Mosquitto and of one group daemon
+    on nats-server with the same wearables, alternating: what the group
+    machinery (and nats-server's MQTT delivery) adds per stream.
 """
 
 from __future__ import annotations
@@ -252,6 +257,53 @@ def cmd_takeover(args, work: Path, store) -> dict:
             "reader_authenticated_after_will_total": sum(t["reader_authenticated_after_will"] for t in trials)}
 
 
+def cmd_overhead(args, work: Path, store) -> dict:
+    """One daemon, the same S wearables: plain on Mosquitto vs a group daemon on nats-server (CPU share)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import subprocess
+
+    from helpers_broker import Broker
+
+    x, fs = genuine_signal([EX / "Person_01" / "rec_4", EX / "Person_01" / "rec_3"])
+    devices = [f"o{i}" for i in range(args.streams)]
+    rows = []
+    for rep in range(args.repeats):
+        for mode in ("mosquitto", "nats-group"):
+            d = work / f"ovh-{mode}-{rep}"
+            d.mkdir(parents=True)
+            if mode == "mosquitto":
+                srv: object = Broker(d / "broker")
+                srv.start()  # type: ignore[attr-defined]
+                host, port = srv.host, srv.port  # type: ignore[attr-defined]
+                cfg = d / "solo.toml"
+                cfg.write_text(f'[mqtt]\nhost = "{host}"\nport = {port}\nclient_id = "solo"\n')
+                with open(d / "log", "ab") as lg:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "ecgstream", "-v", "run", "--config", str(cfg), "--source",
+                         f"mqtt://{host}:{port}/ecgstream/+/ecg", "--subject", "p01", "--store", str(store[0]),
+                         "--key-file", str(store[1])], stdout=subprocess.DEVNULL, stderr=lg)
+            else:
+                srv = NatsServer(d / "nats", P).start()
+                host, port = srv.host, srv.mqtt_port  # type: ignore[attr-defined]
+                proc = GroupDaemon(d, srv, "solo", store).start().proc  # type: ignore[arg-type]
+            time.sleep(6.0)  # model loaded, connected (and joined)
+            wear = Wearables(host, port, devices, x[: int(fs * (args.seconds + 10))], fs, offset_s=0.37).start()
+            time.sleep(3.0)
+            c0, t0 = _cpu_s(proc.pid), time.time()
+            time.sleep(args.seconds)
+            c1, t1 = _cpu_s(proc.pid), time.time()
+            wear.close()
+            proc.terminate()
+            proc.wait(30)
+            srv.stop()  # type: ignore[attr-defined]
+            rows.append({"mode": mode, "repeat": rep, "cpu_share": round((c1 - c0) / (t1 - t0), 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    med = {m: round(statistics.median(r["cpu_share"] for r in rows if r["mode"] == m), 3)
+           for m in ("mosquitto", "nats-group")}
+    return {"command": "python bench/bench_fleet.py " + " ".join(sys.argv[1:]), "streams": args.streams,
+            "seconds": args.seconds, "rows": rows, "median_cpu_share": med}
+
+
 def _markdown(r: dict) -> str:
     lines = ["# Daemon groups behind one nats-server", "",
              "Produced by `bench/bench_fleet.py` (how each figure is measured: its docstring). "
@@ -297,6 +349,16 @@ def _markdown(r: dict) -> str:
                          f"{x['stale_authenticated']} | {x['stale_authenticated_late_subscriber']} | "
                          f"{', '.join(x['states_between_kill_and_decision'])} |")
         lines += ["", t.get("notes", ""), ""]
+    o = r.get("overhead")
+    if o:
+        m = o["median_cpu_share"]
+        lines += ["## What a group daemon costs beside a plain one", "", f"Command: `{o['command']}`: one daemon, "
+                  f"{o['streams']} wearables, CPU over {o['seconds']} s, alternating runs.", "",
+                  f"- plain daemon on Mosquitto (`mqtt://.../ecgstream/+/ecg`): median **{m['mosquitto']}** of a core",
+                  f"- group daemon on nats-server (`?partitions=16`, membership, `served_by`): median "
+                  f"**{m['nats-group']}** of a core", "",
+                  "Runs: " + ", ".join(f"{x['mode']} {x['cpu_share']}" for x in o["rows"]) + ".", "",
+                  o.get("notes", ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -311,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--daemons", type=int, default=2)
     t.add_argument("--devices", type=int, default=12)
     t.add_argument("--trials", type=int, default=3)
-    for p in (s, t):
+    o = sub.add_parser("overhead")
+    o.add_argument("--streams", type=int, default=50)
+    o.add_argument("--seconds", type=float, default=20.0)
+    o.add_argument("--repeats", type=int, default=2)
+    for p in (s, t, o):
         p.add_argument("--no-save", action="store_true")
         p.add_argument("--notes", default="", help="a paragraph for the page (what the machine was doing)")
     args = ap.parse_args(argv)
@@ -324,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         store = _store(work)
         load = [round(v, 2) for v in os.getloadavg()]
-        res = cmd_scale(args, work, store) if args.cmd == "scale" else cmd_takeover(args, work, store)
+        res = {"scale": cmd_scale, "takeover": cmd_takeover, "overhead": cmd_overhead}[args.cmd](args, work, store)
     res["load_avg"] = load
     res["notes"] = args.notes
     print(json.dumps(res, indent=1))
