@@ -100,6 +100,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from . import cli_trust  # watch, device-key
 
     cli_trust.add_parsers(sub, common)
+    from .fleet import cli as fleet_cli  # nats-config (issue 10)
+
+    fleet_cli.add_parsers(sub)
     try:
         from . import cli_verify
     except ImportError:  # pragma: no cover - cli_verify ships with the package

@@ -163,6 +163,7 @@ class Daemon(DaemonOutput):
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
         self.trust = trust if trust is not None else Trust()  # ecgstream/trust.py: input, attempt limits
         self.trust.attach(self)
+        self.fleet: Any = None  # ecgstream/fleet/group.py: a daemon of a group (admit, tick)
 
     # -- templates ---------------------------------------------------------
     def subjects_for(self, device: str) -> tuple[list[str], Matcher | None]:
@@ -314,6 +315,8 @@ class Daemon(DaemonOutput):
         """The chunk's device, or None if the chunk is refused before its DSP."""
         if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
             return None
+        if self.fleet is not None and not self.fleet.admit(chunk.device):  # another daemon's now
+            return None
         try:
             return self._device(chunk)
         except ValueError as exc:
@@ -368,6 +371,8 @@ class Daemon(DaemonOutput):
 
     def _tick(self, now: float) -> None:
         self.trust.tick(self)
+        if self.fleet is not None:
+            self.fleet.tick(self)
         for dev in self.devices.values():
             live = dev.liveness.state(dev.pipeline.status.leads_off or dev.silent)
             # Silence is a host-time notion of a paced stream. A replay as fast as
@@ -387,6 +392,12 @@ class Daemon(DaemonOutput):
                 d = dev.decider.tick(dev.stream_t, live.failed)
                 self._publish_auth(dev, d, force=d.changed)
             self._publish_liveness(dev, live)
+
+    def drop_device(self, device: str, reason: str) -> None:
+        """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""
+        dev = self.devices.pop(device, None)
+        if dev is not None and dev.decider is not None:
+            self._publish_auth(dev, dev.decider.reset(reason), force=True)
 
     def _finish_streams(self) -> None:
         """All sources ended: decide on the beats still in the pipelines."""

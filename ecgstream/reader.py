@@ -16,7 +16,11 @@ question, :meth:`AuthReader.authenticated`, and gets ``True`` only when
    its own ``time`` (a state that promises hours is not believed);
 5. its ``model_id`` is the expected one, when ``model_id`` is given (a
    daemon restarted on another model must be re-approved);
-6. the reader is connected to the broker now (on a lost connection it forgets
+6. when the state names its serving daemon (``"served_by": ID``, a daemon
+   of a group, docs/fleet.md), that daemon's
+   ``<prefix>/daemon/<ID>/availability`` is ``online`` (its last will says
+   ``offline`` the moment it dies, before any new owner has spoken);
+7. the reader is connected to the broker now (on a lost connection it forgets
    every state; the broker resends the retained ones on reconnection).
 
 Anything missing, unparsable or of another type is *not authenticated*.
@@ -87,7 +91,8 @@ def _number(v: object) -> float | None:
 
 def evaluate(view: DeviceView | None, now: float, *, device: str = "", model_id: str | None = None,
              subject: str | None = None, daemon_online: bool | None = None, connected: bool = True,
-             skew_s: float = 0.0, max_valid_for_s: float = 60.0) -> Verdict:
+             skew_s: float = 0.0, max_valid_for_s: float = 60.0,
+             daemons: dict[str, str] | None = None) -> Verdict:
     """Apply the fail-closed rules (module docs) to what is known about a device.
 
     Parameters
@@ -107,6 +112,9 @@ def evaluate(view: DeviceView | None, now: float, *, device: str = "", model_id:
         between daemon and consumer; >= 0).
     max_valid_for_s : float
         Most seconds a state may claim beyond its ``time``.
+    daemons : dict of str to str, optional
+        The daemons' availability words by id, for states with ``served_by``
+        (a state that names a daemon not known ``online`` here is refused).
     """
     def no(reason: str) -> Verdict:
         return Verdict(device, False, reason)
@@ -136,6 +144,10 @@ def evaluate(view: DeviceView | None, now: float, *, device: str = "", model_id:
         return no("auth state lacks a model id")
     if model_id is not None and mid != model_id:
         return no(f"model {mid!r} is not the expected {model_id!r}")
+    if "served_by" in a:
+        by = a["served_by"]
+        if not isinstance(by, str) or (daemons or {}).get(by) != "online":
+            return no(f"serving daemon {by!r} is not online" if isinstance(by, str) else "bad served_by")
     subj = a.get("subject")
     if subject is not None and subj != subject:
         return no(f"subject {subj!r} is not the expected {subject!r}")
@@ -156,6 +168,7 @@ def _parse_auth(payload: bytes) -> dict[str, Any] | None:
 class _State:
     views: dict[str, DeviceView] = field(default_factory=dict)
     daemon: str | None = None
+    daemons: dict[str, str] = field(default_factory=dict)  # every daemon's availability (groups)
 
 
 class AuthReader:
@@ -232,8 +245,7 @@ class AuthReader:
     def _filters(self) -> list[str]:
         d = self.device or "+"
         f = [f"{self.prefix}/{d}/availability", f"{self.prefix}/{d}/auth"]
-        if self.daemon_id:
-            f.append(f"{self.prefix}/daemon/{self.daemon_id}/availability")
+        f.append(f"{self.prefix}/daemon/+/availability")  # the daemon a state's served_by names
         return f
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -241,9 +253,13 @@ class AuthReader:
         levels = topic.split("/")
         pre = self.prefix.split("/")
         if levels[:len(pre)] != pre or len(levels) != len(pre) + 2:
-            if self.daemon_id and topic == f"{self.prefix}/daemon/{self.daemon_id}/availability":
+            if len(levels) == len(pre) + 3 and levels[len(pre)] == "daemon" and levels[-1] == "availability":
+                word = bytes(payload[:16]).decode("utf-8", "replace")
                 with self._lock:
-                    self._state.daemon = bytes(payload[:16]).decode("utf-8", "replace")
+                    if levels[len(pre) + 1] == self.daemon_id:
+                        self._state.daemon = word
+                    if len(self._state.daemons) < self.max_devices or levels[len(pre) + 1] in self._state.daemons:
+                        self._state.daemons[levels[len(pre) + 1]] = word
             return
         dev, kind = levels[len(pre)], levels[len(pre) + 1]
         if self.device is not None and dev != self.device:
@@ -272,10 +288,12 @@ class AuthReader:
         with self._lock:
             view = self._state.views.get(dev)
             daemon = self._state.daemon
+            daemons = dict(self._state.daemons) if view is not None and view.auth and "served_by" in view.auth \
+                else None
         return evaluate(view, self.clock(), device=dev, model_id=self.model_id, subject=self.subject,
                         daemon_online=None if not self.daemon_id else daemon == "online",
                         connected=self._connected.is_set(), skew_s=self.skew_s,
-                        max_valid_for_s=self.max_valid_for_s)
+                        max_valid_for_s=self.max_valid_for_s, daemons=daemons)
 
     def authenticated(self, device: str | None = None) -> bool:
         """True only when ``device`` is authenticated now by every rule (module docs)."""

@@ -76,7 +76,7 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
             logging.getLogger("ecgstream").warning(
                 "[homeassistant] enabled = true has no effect without [mqtt] host")
         publisher = StdoutPublisher(stdout or sys.stdout)
-    return Daemon(
+    daemon = Daemon(
         [source], model, templates, publisher, bindings=bindings,
         default_subject=kw.pop("subject", None), identify=cfg.daemon.identify,
         decision_cfg=cfg.decision, liveness_cfg=cfg.liveness, adaptation_cfg=cfg.adaptation,
@@ -87,6 +87,9 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         exit_when_sources_end=uri.startswith(("wfdb:", "synthetic:")),
         notifier=notifier, trust=trust, **kw,
     )
+    if hasattr(source, "join_fleet"):  # mqtt://...?partitions=P: a daemon of a group (ecgstream/fleet/)
+        source.join_fleet(daemon)
+    return daemon
 
 
 def device_keys(cfg, source) -> dict[str, bytes]:

@@ -250,6 +250,16 @@ class MqttPublisher:
                 self._dirty_avail.add(device)
             self._update_queued()
 
+    def forget(self, device: str) -> None:
+        """Stop announcing a device another daemon serves now: no republish, no ``offline`` at close."""
+        with self._lock:
+            self._announced.pop(device, None)
+            self._dirty_avail.discard(device)
+            for kind in ("auth", "liveness"):
+                self._latest.pop((device, kind), None)
+                self._dirty.discard((device, kind))
+            self._update_queued()
+
     def auth(self, device: str, payload: dict, valid_until: float) -> None:
         """Publish a device's auth state (retained, QoS 1, v5 expiry at ``valid_until``)."""
         self._state("auth", device, payload, valid_until)

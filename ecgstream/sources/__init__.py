@@ -25,6 +25,10 @@ def open_source(uri: str, **kwargs: object) -> Source:
 
         return SerialSource(uri, **kwargs)  # type: ignore[arg-type]
     if scheme in {"mqtt", "mqtts"}:
+        if "partitions" in SourceURI.parse(uri).params:  # a daemon of a NATS group (docs/fleet.md)
+            from ..fleet.source import PartitionedMqttSource
+
+            return PartitionedMqttSource(uri, **kwargs)  # type: ignore[arg-type]
         from .mqtt_source import MqttSource
 
         return MqttSource(uri, **kwargs)  # type: ignore[arg-type]
