@@ -52,6 +52,12 @@ class LatestStates:
     def put(self, device: str, kind: str, payload: dict[str, Any], valid_until: float) -> None:
         self._latest[(device, kind)] = (dict(payload), float(valid_until))
 
+    def forget(self, device: str) -> None:
+        """Drop a device's states (another daemon serves it now): never resent from here."""
+        for kind in ("auth", "liveness"):
+            self._latest.pop((device, kind), None)
+            self.pending.discard((device, kind))
+
     def take(self, device: str, kind: str, now: float) -> tuple[dict[str, Any], float]:
         """The state to send now: the latest, or its stand-in once expired."""
         payload, valid_until = self._latest[(device, kind)]

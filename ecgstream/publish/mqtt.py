@@ -255,9 +255,7 @@ class MqttPublisher:
         with self._lock:
             self._announced.pop(device, None)
             self._dirty_avail.discard(device)
-            for kind in ("auth", "liveness"):
-                self._latest.pop((device, kind), None)
-                self._dirty.discard((device, kind))
+            self._states.forget(device)
             self._update_queued()
 
     def auth(self, device: str, payload: dict, valid_until: float) -> None:
