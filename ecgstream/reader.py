@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
+from .mqtt.client import subscriber_callbacks
 
 __all__ = ["AuthReader", "DeviceView", "Verdict", "evaluate", "is_authenticated"]
 
@@ -306,21 +307,11 @@ class AuthReader:
 
     # -- connection ----------------------------------------------------------------------
     def _configure(self, client: Any, gen: int) -> None:
-        def on_message(c: Any, u: Any, msg: Any) -> None:
-            try:
-                self.on_message(msg.topic, msg.payload)
-            except Exception:  # never kill paho's network thread
-                log.exception("reader: message on %s could not be handled", msg.topic)
-
-        def on_subscribe(c: Any, u: Any, mid: Any, rcs: Any, props: Any = None) -> None:
-            if any(getattr(r, "is_failure", False) for r in rcs):
-                log.error("reader: subscription refused by the broker (check the ACL)")
-                return
+        def subscribed() -> None:
             self._connected.set()
             self._subscribed.set()
 
-        client.on_message = on_message
-        client.on_subscribe = on_subscribe
+        subscriber_callbacks(client, self.on_message, subscribed, "reader", log)
 
     def _on_up(self, client: Any, first: bool) -> None:
         client.subscribe([(f, 1) for f in self._filters()])

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mqtt import LinkOptions, MqttConnection
+from ..mqtt.client import subscriber_callbacks
 
 __all__ = ["FleetMember", "Peer"]
 
@@ -140,20 +141,7 @@ class FleetMember:
 
     # -- connection hooks ---------------------------------------------------------------------
     def _configure(self, client: Any, gen: int) -> None:
-        def on_message(c: Any, u: Any, msg: Any) -> None:
-            try:
-                self.on_record(msg.topic, msg.payload)
-            except Exception:  # never kill paho's network thread
-                log.exception("fleet: record on %s could not be handled", msg.topic)
-
-        def on_subscribe(c: Any, u: Any, mid: Any, rcs: Any, props: Any = None) -> None:
-            if any(getattr(r, "is_failure", False) for r in rcs):
-                log.error("fleet: subscription to %s/+ refused by the broker (check the ACL)", self.base)
-                return
-            self._subscribed.set()
-
-        client.on_message = on_message
-        client.on_subscribe = on_subscribe
+        subscriber_callbacks(client, self.on_record, self._subscribed.set, f"fleet records {self.base}/+", log)
 
     def _on_up(self, client: Any, first: bool) -> None:
         self._client = client

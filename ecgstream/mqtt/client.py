@@ -18,7 +18,7 @@ from typing import Any
 
 from .options import Credentials, TlsOptions, check_protocol
 
-__all__ = ["expiring_json", "new_client"]
+__all__ = ["expiring_json", "new_client", "subscriber_callbacks"]
 
 
 def new_client(client_id: str, protocol: str = "5", *, credentials: Credentials | None = None,
@@ -72,3 +72,28 @@ def expiring_json(seconds: int) -> Any:
     props.MessageExpiryInterval = max(1, int(seconds))
     props.ContentType = "application/json"
     return props
+
+
+def subscriber_callbacks(client: Any, handle: Any, on_subscribed: Any, what: str, log: Any) -> None:
+    """Install the message and SUBACK callbacks every subscriber here needs.
+
+    ``handle(topic, payload)`` runs for each message; an exception is logged
+    (never raised into paho's network thread, which it would kill).
+    ``on_subscribed()`` runs when the broker grants the subscription; a refused
+    one is logged as an ACL problem. ``what`` names the user in the logs.
+    """
+
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        try:
+            handle(msg.topic, msg.payload)
+        except Exception:  # never kill paho's network thread
+            log.exception("%s: message on %s could not be handled", what, msg.topic)
+
+    def on_subscribe(c: Any, u: Any, mid: Any, rcs: Any, props: Any = None) -> None:
+        if any(getattr(r, "is_failure", False) for r in rcs):
+            log.error("%s: subscription refused by the broker (check the ACL)", what)
+            return
+        on_subscribed()
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
