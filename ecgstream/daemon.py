@@ -7,7 +7,9 @@ the oldest chunk is dropped and counted (the pipeline sees the jump in sample
 index and marks a gap), so a slow consumer never blocks a network thread.
 
 The data flow of :meth:`Daemon._process` is the README's diagram: per
-device a :class:`~ecgstream.dsp.BeatPipeline` (chunks -> beats), then the
+device a :class:`~ecgstream.dsp.BeatPipeline` (chunks -> beats; the devices
+of a round advanced together by :class:`~ecgstream.dsp.fleet.FleetDsp`,
+bitwise as one by one), then the
 stages of :mod:`ecgstream.pipeline`: one
 :class:`~ecgstream.pipeline.Embedder` for all devices (good beats that
 arrive together are embedded in one batch), and per device a
