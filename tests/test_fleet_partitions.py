@@ -172,3 +172,15 @@ def test_reader_refuses_a_state_whose_serving_daemon_is_not_online():
     assert not evaluate(DeviceView("online", {**auth, "served_by": 3}), 101.0, daemons={"3": "online"}).authenticated
     plain = {k: v for k, v in auth.items() if k != "served_by"}
     assert evaluate(DeviceView("online", plain), 101.0).authenticated  # single daemon: as before
+
+
+def test_nats_config_command(tmp_path, capsys):
+    from ecgstream.cli import main
+
+    out = tmp_path / "nats.conf"
+    assert main(["nats-config", "--partitions", "4", "--store-dir", str(tmp_path / "js"), "--mqtt-port", "1999",
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "partition(4,1)" in text and '"127.0.0.1:1999"' in text and str(tmp_path / "js") in text
+    assert main(["nats-config", "--partitions", "0", "--store-dir", "/x"]) == 2
+    assert "partitions must be an integer" in capsys.readouterr().err
