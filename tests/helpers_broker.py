@@ -29,7 +29,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tools.netwait import free_port, wait_for, wait_port  # noqa: F401 - re-exported
 
 MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
@@ -55,33 +56,6 @@ def require_mosquitto(passwd: bool = False) -> None:
         pytest.skip("mosquitto_passwd not installed (apt-get install -y mosquitto)")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 5.0, host: str = "127.0.0.1") -> bool:
-    """Wait until something accepts TCP connections on ``host:port``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
-def wait_for(cond: Any, timeout_s: float = 5.0, step_s: float = 0.02) -> bool:
-    """Poll ``cond()`` until it is true or ``timeout_s`` passes; return its last truth."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return bool(cond())
 
 
 @dataclass

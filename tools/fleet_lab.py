@@ -14,12 +14,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,37 +25,12 @@ from typing import Any
 import numpy as np
 
 from ecgstream.fleet.natsconf import nats_config
+from tools.netwait import free_port, wait_for, wait_port  # noqa: F401 - re-exported to the fleet tests and bench
 
 NATS_SERVER = shutil.which("nats-server") or next(
     (p for p in ("/usr/sbin/nats-server", "/usr/local/bin/nats-server") if os.path.exists(p)), None)
 
 EXE = [sys.executable, "-m", "ecgstream"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def wait_for(cond: Callable[[], Any], timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return bool(cond())
 
 
 class NatsServer:
