@@ -149,9 +149,7 @@ class PartitionedMqttSource(MqttSource):
             self._client = client
             owned = sorted(self._owned)
             if not first:
-                self._stats.reconnects += 1
-                for state in self._devices.values():
-                    state.gap_next = True
+                self._reconnected()
             if owned:
                 client.subscribe([(self.filter_of(k), self.qos) for k in owned])
                 return

@@ -301,11 +301,15 @@ class MqttSource:
 
     def _on_up(self, client: Any, first: bool) -> None:
         if not first:
-            self._stats.reconnects += 1
-            for state in self._devices.values():
-                state.gap_next = True
+            self._reconnected()
             log.info("MQTT %s:%d: resubscribing to %s", self.host, self.port, self.topic)
         client.subscribe(self.topic, qos=self.qos)
+
+    def _reconnected(self) -> None:
+        """A new connection after a lost one: counted, and every device's next chunk marks a gap."""
+        self._stats.reconnects += 1
+        for state in self._devices.values():
+            state.gap_next = True
 
     def _on_lost(self) -> None:
         self.connected.clear()
