@@ -88,6 +88,19 @@ class TrainConfig:
     dropout: float = 0.2
     weight_decay: float = 1e-4
     record_pairs: float = 0.0
+    #: Convolutions per stage (1: the 2026-12 shipped net; 2: twice as deep).
+    depth: int = 1
+    #: Epochs over which the ArcFace margin rises linearly from 0 to ``margin``
+    #: (0: the full margin from the start). With ~19,000 PTB-XL identities of
+    #: ~10 beats each, the full 0.3 margin from step one kept the loss at
+    #: chance for three epochs (issue 15); a margin that grows once the
+    #: embedding has structure is the usual remedy.
+    margin_warmup: int = 0
+    #: Class centres per step (0: all). With ~19,000 identities the full
+    #: ArcFace head costs more than the network; each step then scores the
+    #: batch's own identities plus random others, ``sampled_classes`` in all
+    #: (partial FC, An et al. 2022).
+    sampled_classes: int = 0
     seed: int = 1
     threads: int = 2
     aug: dict[str, float] = field(
@@ -114,9 +127,11 @@ def build_embedding(window_len: int, cfg: TrainConfig) -> keras.Model:
     inp = keras.Input((window_len,), name="beat")
     x = keras.layers.Reshape((window_len, 1))(inp)
     for i, (ch, k) in enumerate(((w, 7), (int(w * 1.5), 5), (2 * w, 5), (3 * w, 3))):
-        x = keras.layers.Conv1D(ch, k, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        for j in range(max(1, cfg.depth)):
+            sfx = f"{i}" if j == 0 else f"{i}_{j}"
+            x = keras.layers.Conv1D(ch, k, padding="same", use_bias=False, name=f"conv{sfx}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{sfx}")(x)
+            x = keras.layers.ReLU(name=f"relu{sfx}")(x)
         x = keras.layers.MaxPooling1D(2, name=f"pool{i}")(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dropout(cfg.dropout)(x)
@@ -195,24 +210,30 @@ class ArcFace(keras.layers.Layer):
 
     def __init__(self, n_classes: int, margin: float, scale: float, subcenters: int = 1, **kw):
         super().__init__(**kw)
-        self.n, self.m, self.s, self.k = n_classes, margin, scale, subcenters
+        self.n, self.s, self.k = n_classes, scale, subcenters
+        # A variable, so that a margin warm-up can change it between epochs
+        # without retracing the training step.
+        self.m = tf.Variable(float(margin), trainable=False, dtype=tf.float32, name="margin")
 
     def build(self, input_shape):  # noqa: D102
         self.w = self.add_weight(
             shape=(int(input_shape[-1]), self.n * self.k), initializer="glorot_uniform", name="centres"
         )
 
-    def call(self, emb, labels=None):  # noqa: D102
-        w = tf.math.l2_normalize(self.w, axis=0)
+    def call(self, emb, labels=None, classes=None):  # noqa: D102
+        """Logits; with ``classes`` (ids, sub-centres 1) only those centres, ``labels`` indexing into them."""
+        w = self.w if classes is None else tf.gather(self.w, classes, axis=1)
+        w = tf.math.l2_normalize(w, axis=0)
         cos = tf.matmul(emb, w)
+        n = self.n if classes is None else tf.shape(classes)[0]
         if self.k > 1:
-            cos = tf.reduce_max(tf.reshape(cos, (-1, self.n, self.k)), axis=-1)
+            cos = tf.reduce_max(tf.reshape(cos, (-1, n, self.k)), axis=-1)
         if labels is None:
             return self.s * cos
         cos = tf.clip_by_value(cos, -1 + 1e-6, 1 - 1e-6)
         theta = tf.acos(cos)
         target = tf.cos(tf.minimum(theta + self.m, math.pi))
-        onehot = tf.one_hot(labels, self.n)
+        onehot = tf.one_hot(labels, n)
         return self.s * (onehot * target + (1 - onehot) * cos)
 
 
@@ -291,6 +312,8 @@ def train_embedding(
     capped: np.ndarray | None = None,
     label: str = "train",
     session: np.ndarray | None = None,
+    views=None,
+    checkpoint: str | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train the embedding network with an ArcFace head.
 
@@ -308,6 +331,14 @@ def train_embedding(
         Prefix of the progress line.
     session : ndarray (n,), optional
         Recording (session) of each beat, for ``cfg.record_pairs``.
+    views : callable, optional
+        ``views(idx, rng) -> (len(idx), window_len) float32`` normalised
+        windows of the beats ``idx`` as the network should see them this time
+        (another lead, a mixed frontal lead: :mod:`train.views`). None: ``x``.
+    checkpoint : str, optional
+        Folder for a checkpoint after every epoch (model, head, optimizer,
+        random state); a run given the folder of a stopped run resumes after
+        its last finished epoch.
 
     Returns
     -------
@@ -345,12 +376,25 @@ def train_embedding(
         raise ValueError("record_pairs needs the session of each beat")
     sess_np = np.zeros(len(y), np.int64) if session is None else np.asarray(session, np.int64)
 
+    n_sampled = int(cfg.sampled_classes)
+    if n_sampled and cfg.subcenters != 1:
+        raise ValueError("sampled_classes needs subcenters=1")
+    sampling = 0 < n_sampled < len(ids)
+
+    def sample_classes(yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's classes plus random others, ``n_sampled`` in all; labels into them."""
+        own = np.unique(yb)
+        extra = rng_np.choice(len(ids), n_sampled + own.size, replace=False)
+        extra = extra[~np.isin(extra, own)][: n_sampled - own.size]
+        cls = np.sort(np.concatenate([own, extra])).astype(np.int32)
+        return cls, np.searchsorted(cls, yb).astype(np.int32)
+
     @tf.function(reduce_retracing=True)
-    def step(xb, yb, sb):
+    def step(xb, yb, sb, cls):
         xa = augment(xb, rng, aug)
         with tf.GradientTape() as tape:
             emb = model(xa, training=True)
-            logits = head(emb, yb)
+            logits = head(emb, yb, cls if sampling else None)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
             )
@@ -364,10 +408,30 @@ def train_embedding(
     progress = _Progress(cfg.epochs, label)
     hist: dict[str, list[float]] = {"loss": [], "acc": []}
     t0 = time.monotonic()
-    xt = tf.constant(x)
+    xt = tf.constant(x) if views is None else None
     yt = tf.constant(y)
     st = tf.constant(sess_np)
-    for ep in range(cfg.epochs):
+    first = 0
+    ckpt = mgr = None
+    if checkpoint is not None:
+        import json
+        from pathlib import Path
+
+        # Build the optimizer's slots before restoring into them.
+        opt.build(variables)
+        ckpt = tf.train.Checkpoint(model=model, head=head, opt=opt, rng=rng)
+        mgr = tf.train.CheckpointManager(ckpt, checkpoint, max_to_keep=1)
+        meta = Path(checkpoint) / "progress.json"
+        if mgr.latest_checkpoint and meta.is_file():
+            ckpt.restore(mgr.latest_checkpoint).expect_partial()
+            m = json.loads(meta.read_text())
+            first = int(m["epochs_done"])
+            hist = m["history"]
+            rng_np.bit_generator.state = m["rng_np"]
+            log.info("%s: resumed from %s after epoch %d", label, mgr.latest_checkpoint, first)
+    for ep in range(first, cfg.epochs):
+        if cfg.margin_warmup > 0:
+            head.m.assign(float(cfg.margin) * min(1.0, ep / cfg.margin_warmup))
         if lam > 0:
             batches = pk_batches(rng_np, y, sess_np, steps, persons=cfg.batch_size // 8)
         else:
@@ -377,12 +441,24 @@ def train_embedding(
         ls, acs = [], []
         for bsel in batches:
             sel = tf.constant(bsel)
-            loss, acc = step(tf.gather(xt, sel), tf.gather(yt, sel), tf.gather(st, sel))
+            xb = tf.gather(xt, sel) if views is None else tf.constant(views(bsel, rng_np))
+            if sampling:
+                cls, yl = sample_classes(y[bsel])
+                loss, acc = step(xb, tf.constant(yl), tf.gather(st, sel), tf.constant(cls))
+            else:
+                loss, acc = step(xb, tf.gather(yt, sel), tf.gather(st, sel), tf.zeros(0, tf.int32))
             ls.append(float(loss))
             acs.append(float(acc))
         hist["loss"].append(float(np.mean(ls)))
         hist["acc"].append(float(np.mean(acs)))
         progress(ep, hist["loss"][-1], hist["acc"][-1])
+        if mgr is not None:
+            import json
+            from pathlib import Path
+
+            mgr.save(checkpoint_number=ep + 1)
+            (Path(checkpoint) / "progress.json").write_text(json.dumps(
+                {"epochs_done": ep + 1, "history": hist, "rng_np": rng_np.bit_generator.state}))
     return model, {"history": hist, "seconds": time.monotonic() - t0, "n_identities": int(len(ids)),
                    "beats_per_epoch": int(steps * cfg.batch_size), "params": int(model.count_params())}
 

@@ -1,0 +1,152 @@
+"""The goal table of issue 15 and the ablation table, measured in one run.
+
+``python -m train.evaluate --ptbxl [--runs DIR ...]`` calls :func:`report`:
+every model named here (the shipped ``edge/model.tflite``, the previous
+shipped model read from git, the training-free correlation baseline, and
+each ``python -m train.scale`` run folder given) is scored on the same
+persons: the same PTB-XL held-out fold (the shipped card names it), all 90
+ECG-ID persons, and MIT-BIH as sessions, with :mod:`train.scale_eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge import LiteRTEmbedder
+from edge.preprocess import NORMALISATION
+
+from .evaluation import baseline_embed
+from .ptbxl import patient_folds
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+#: The model shipped before PTB-XL (issue 15's "now" column), read from git.
+PREVIOUS = ("d87f355", "ecgstream-embed-1f8cd8a91b1d")
+
+
+def previous_model(dest: Path) -> Path | None:
+    """Write the previous shipped model out of git into ``dest`` (None when git cannot)."""
+    rev = PREVIOUS[0]
+    try:
+        blob = subprocess.run(["git", "show", f"{rev}:edge/model.tflite"], cwd=REPO, capture_output=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        log.warning("previous model %s not readable from git (a shallow clone?): its row is left out", PREVIOUS[1])
+        return None
+    p = dest / "previous.tflite"
+    p.write_bytes(blob)
+    return p
+
+
+def _fmt(v: float | None, nd: int = 2) -> str:
+    return "-" if v is None else f"{100 * v:.{nd}f}"
+
+
+def summary_row(res: dict, variant: str) -> dict:
+    """The figures of the goal table for one model and score variant (None where not measured)."""
+    r = res.get(variant)
+    if r is None:
+        return {}
+    px = r["ptbxl_cross_ecg"]
+    ev, ec = r["ecgid_verification"], r["ecgid_crossday"]
+
+    def g(d: dict, k: str, key: str):
+        return (d.get(k) or {}).get(key)
+
+    lo = r["lodo"]
+    return {
+        "ptb_eer_all": g(px, "all", "eer"), "ptb_tar_all": g(px, "all", "tar_at_far_0.001"),
+        "ptb_rank1": px["rank1"]["rate"], "ptb_among": px["rank1"]["among"],
+        "ptb_eer_1": g(px, "1", "eer"),
+        "chest_eer_all": g(r["ptbxl_chest_v5_v1"], "all", "eer"),
+        "leadii_eer_all": g(r["ptbxl_lead_ii_vs_lead_i"], "all", "eer"),
+        "ecgid_eer_1": g(ev, "1", "eer"), "ecgid_eer_10": g(ev, "10", "eer"),
+        "ecgid_crossday_10": g(ec, "10", "eer"),
+        "lodo_ecgid_far_10": g((lo.get("ecgid") or {}).get("10", {}), "far_0.001", "far"),
+        "lodo_ecgid_frr_10": g((lo.get("ecgid") or {}).get("10", {}), "far_0.001", "frr"),
+        "lodo_mitdb_far_10": g((lo.get("mitdb") or {}).get("10", {}), "far_0.001", "far"),
+        "mitdb_eer_10": g(r.get("mitdb_verification") or {}, "10", "eer"),
+    }
+
+
+COLS = [
+    ("PTB-XL EER all beats", "ptb_eer_all"), ("PTB-XL TAR@FAR0.1%", "ptb_tar_all"), ("PTB-XL rank-1", "ptb_rank1"),
+    ("PTB-XL EER 1 beat", "ptb_eer_1"), ("chest V5-V1 EER", "chest_eer_all"), ("lead II vs I EER", "leadii_eer_all"),
+    ("ECG-ID EER 1", "ecgid_eer_1"), ("ECG-ID EER 10", "ecgid_eer_10"), ("ECG-ID cross-day EER 10", "ecgid_crossday_10"),
+    ("LODO ECG-ID FAR (FAR-0.1% thr. from PTB-XL), 10", "lodo_ecgid_far_10"),
+    ("LODO MIT-BIH FAR, 10", "lodo_mitdb_far_10"), ("MIT-BIH EER 10", "mitdb_eer_10"),
+]
+
+
+def markdown_table(rows: list[tuple[str, dict]]) -> str:
+    head = "| model | " + " | ".join(c for c, _ in COLS) + " |"
+    sep = "|---|" + "---|" * len(COLS)
+    lines = [head, sep]
+    for name, r in rows:
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k), 1 if "tar" in k or "rank" in k else 2)
+                                               for _, k in COLS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(data: str | None, runs: list[Path], fold: int = 0, folds: int = 5, seed: int = 1,
+           threads: int = 2, shipped: Path | None = None) -> dict:
+    """Score every model on the same sets; returns everything measured."""
+    from ecgstream.dsp import DspConfig
+
+    from .data import build_beatset
+    from .ptbxl import build_ptbxl
+    from .scale import MIT_OFFSET, evaluate_run  # noqa: F401 (MIT_OFFSET documents the id space)
+
+    eps = float(NORMALISATION["eps_mv"])
+    dsp = DspConfig()
+    cache = REPO / "runs" / "cache"
+    pb = build_ptbxl(dsp, data, cache_dir=cache)
+    other = build_beatset(dsp, mitdb=True, data_root=data, cache_dir=cache)
+    held_p = patient_folds(pb, folds, seed)[fold]
+    held = np.isin(pb.patient, held_p)
+    tr = pb.subset(~held)
+    ecgid = other.subset(other.is_ecgid)
+    mit = other.subset(~other.is_ecgid)
+    models: list[tuple[str, object, bool]] = []  # name, embed, trained on MIT-BIH
+    tmp = Path(tempfile.mkdtemp(prefix="ecgstream-eval-"))
+    prev = previous_model(tmp)
+    if shipped is not None and shipped.is_file():
+        models.append(("shipped " + shipped.parent.name, LiteRTEmbedder(shipped, eps_mv=eps, num_threads=threads).embed,
+                       True))
+    if prev is not None:
+        models.append((f"previous {PREVIOUS[1]}", LiteRTEmbedder(prev, eps_mv=eps, num_threads=threads).embed, True))
+    models.append(("correlation baseline", lambda w: baseline_embed(w, eps), False))
+    for r in runs:
+        tj = json.loads((r / "train.json").read_text()) if (r / "train.json").is_file() else {}
+        if tj.get("fold", fold) != fold:
+            log.warning("%s was trained with fold %s held out, not %d: skipped", r, tj.get("fold"), fold)
+            continue
+        models.append((f"run {r.name}", LiteRTEmbedder(r / "model.tflite", eps_mv=eps, num_threads=threads).embed,
+                       bool(tj.get("mitdb", True))))
+    out: dict = {"fold": fold, "folds": folds, "seed": seed, "heldout_patients": int(held_p.size),
+                 "models": {}}
+    for name, emb, with_mit in models:
+        log.info("scoring %s", name)
+        # MIT-BIH figures only for models that never trained on it (a LODO figure).
+        res = evaluate_run(emb, tr, pb.subset(held), ecgid, None if with_mit else mit, name)
+        out["models"][name] = res
+    return out
+
+
+def render(out: dict) -> str:
+    """Markdown of :func:`report`'s result: per variant, one row per model."""
+    parts = [f"Same persons for every row: PTB-XL fold {out['fold']} of {out['folds']} "
+             f"({out['heldout_patients']} held-out multi-ECG patients, patient-disjoint), all 90 ECG-ID persons, "
+             "MIT-BIH as sessions (only for models not trained on it). Figures in %; int8 LiteRT except the "
+             "baseline.\n"]
+    for variant in ("weighted", "weighted+znorm"):
+        rows = [(n, summary_row(r, variant)) for n, r in out["models"].items() if variant in r]
+        if rows:
+            parts.append(f"\n### score: {variant}\n\n" + markdown_table(rows))
+    return "".join(parts)
