@@ -109,6 +109,9 @@ def run(a: argparse.Namespace) -> dict:
     dsp = DspConfig()
     eps = float(NORMALISATION["eps_mv"])
     t0 = time.monotonic()
+    from .run import git_commit
+
+    commit = git_commit()  # the code that trains, as of the start
     pb, other = load_sets(a, dsp)
     folds = patient_folds(pb, a.folds, a.seed)
     held_p = folds[a.fold]
@@ -152,6 +155,7 @@ def run(a: argparse.Namespace) -> dict:
             "params": info.get("params"), "history": info.get("history"),
             "seconds": time.monotonic() - t0, "tflite_bytes": tfl.stat().st_size,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, tensorflow {tf.__version__}",
+            "commit": commit,
         }, indent=1) + "\n")
     rt = LiteRTEmbedder(tfl, eps_mv=eps, num_threads=a.threads)
     # MIT-BIH figures only for a model that never trained on it (a leave-one-dataset-out figure).
