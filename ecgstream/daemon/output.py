@@ -12,6 +12,7 @@ trust hooks and the clocks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..pipeline import AuthDecision, LivenessState
@@ -20,20 +21,18 @@ from .state import DaemonStats, DeviceState
 __all__ = ["DaemonOutput"]
 
 
+@dataclass
 class DaemonOutput:
     """Publishing for :class:`~ecgstream.daemon.loop.Daemon` (see the module docs)."""
 
-    def __init__(self, publisher: Any, stats: DaemonStats, trust: Any, decision_cfg: Any,
-                 publish_interval_s: float, model_id: str,
-                 clock: Callable[[], float], wall: Callable[[], float]) -> None:
-        self.publisher = publisher
-        self.stats = stats
-        self.trust = trust
-        self.decision_cfg = decision_cfg
-        self.publish_interval_s = publish_interval_s
-        self.model_id = model_id
-        self.clock = clock
-        self.wall = wall
+    publisher: Any
+    stats: DaemonStats
+    trust: Any  # ecgstream/trust/hooks.py: the last word on an auth state
+    decision_cfg: Any
+    publish_interval_s: float
+    model_id: str
+    clock: Callable[[], float]
+    wall: Callable[[], float]
 
     def publish_auth(self, dev: DeviceState, d: AuthDecision, force: bool) -> bool:
         from ..publish import auth_payload
