@@ -43,7 +43,7 @@ def load_mitdb(path: Path, channel: int = 0) -> tuple[np.ndarray, Reference]:
     """Signal (mV) and EC57 reference beats of one MIT-BIH record."""
     import wfdb
 
-    from ecgstream.data import read_record
+    from ecgstream.sources.records import read_record
 
     x, fs, _ = read_record(path, channel)
     ann = wfdb.rdann(str(path), "atr")
@@ -67,7 +67,7 @@ def load_ecgid_r(path: Path) -> tuple[np.ndarray, float, np.ndarray]:
     """Raw lead I of an ECG-ID record and its annotated R peaks (symbol 'N')."""
     import wfdb
 
-    from ecgstream.data import read_record
+    from ecgstream.sources.records import read_record
 
     x, fs, _ = read_record(path, 0)
     ann = wfdb.rdann(str(path), "atr")

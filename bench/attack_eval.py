@@ -50,7 +50,7 @@ class ListSource:
         self.stats = SourceStats()
 
     def run(self, sink, stop) -> None:
-        from ecgstream.types import SampleChunk
+        from ecgstream.core.types import SampleChunk
 
         for pos in range(0, self.x.size, self.n):
             if stop.is_set():
@@ -79,7 +79,7 @@ class Recorder:
 
 
 def run_daemon(model, templates, subject, x, fs):
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
 
     pub = Recorder()
     d = Daemon([ListSource(x, fs)], model, templates, pub, default_subject=subject, speed=None)
@@ -102,7 +102,7 @@ def render_md(a: dict) -> str:
 
 Command: `python bench/attack_eval.py` ({a['seconds']} s). Machine: {a['machine']} (shared, other jobs running).
 Model `{a['model_id']}`; operating point: the card's `far_0.001` fused threshold for {a['fused_beats']} beats ({a['fused_threshold_far_0.001']:.4f}), the daemon's default.
-Templates: rec_1 of each of the 16 seed held-out persons (never seen in training), enrolled with `ecgstream.enroll`.
+Templates: rec_1 of each of the 16 seed held-out persons (never seen in training), enrolled with `ecgstream.templates.enroll`.
 Results as JSON: [attacks.json](attacks.json). The script's docstring says exactly how each figure is made.
 
 ## 1. Impostors (all ECG-ID persons against held-out templates)
@@ -163,11 +163,11 @@ def main() -> int:
         print(f"wrote {md_path}")
         return 0
 
-    from ecgstream.data import SEED_HELDOUT, ecgid_records, read_record
     from ecgstream.dsp import extract_beats
-    from ecgstream.enroll import enrol
-    from ecgstream.matching import beat_scores, rolling_fused
+    from ecgstream.pipeline.scores import beat_scores, rolling_fused
     from ecgstream.sources import open_source
+    from ecgstream.sources.records import SEED_HELDOUT, ecgid_records, read_record
+    from ecgstream.templates.enroll import enrol
     from edge import EmbeddingModel
 
     t_start = time.time()

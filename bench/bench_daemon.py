@@ -97,7 +97,7 @@ class PacedFleet:
         self.stats = SourceStats()
 
     def run(self, sink, stop) -> None:
-        from ecgstream.types import SampleChunk
+        from ecgstream.core.types import SampleChunk
 
         t0 = time.monotonic()
         k = 0
@@ -126,8 +126,8 @@ class PacedFleet:
 
 
 def _templates_for(model, store_records):
-    from ecgstream.enroll import enrol
     from ecgstream.sources import open_source
+    from ecgstream.templates.enroll import enrol
 
     out = {}
     for subj, path in store_records.items():
@@ -137,7 +137,7 @@ def _templates_for(model, store_records):
 
 
 def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict:
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
 
     pub = CountingPublisher()
     fleet = PacedFleet(n, records, fs, 0.1, seconds)
@@ -215,8 +215,8 @@ def _child(n: int, seconds: float, data: str) -> int:
     """One fleet run in a fresh process that imports only what a daemon does
     (records and the template come from an .npz, so wfdb/pandas stay out of
     the RSS figure)."""
-    from ecgstream.enroll import utc_now
     from ecgstream.templates import Template
+    from ecgstream.templates.enroll import utc_now
     from edge import EmbeddingModel
 
     z = np.load(data)
@@ -237,7 +237,7 @@ def _child(n: int, seconds: float, data: str) -> int:
 
 
 def _fleet_data(model, path: Path) -> None:
-    from ecgstream.data import ecgid_records, excerpt_dir, read_record
+    from ecgstream.sources.records import ecgid_records, excerpt_dir, read_record
 
     recs = [r for r in ecgid_records() if r.record == 1][:40]
     t = _templates_for(model, {"p01": excerpt_dir() / "Person_01" / "rec_1"})["p01"]
@@ -346,7 +346,7 @@ def main() -> int:
     if args.one:
         return _child(args.one, args.seconds, args.data)
 
-    from ecgstream.data import excerpt_dir
+    from ecgstream.sources.records import excerpt_dir
     from edge import EmbeddingModel
 
     model = EmbeddingModel()

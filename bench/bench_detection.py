@@ -52,8 +52,8 @@ ECGID_TOL_S = 0.050
 
 def ecgstream_with_delays(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R peaks of ecgstream plus, per beat, the extraction and detector delays (s)."""
+    from ecgstream.core.types import SampleChunk
     from ecgstream.dsp import BeatPipeline
-    from ecgstream.types import SampleChunk
 
     pipe = BeatPipeline("bench", fs)
     det = pipe.detector
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for detection.md and detection.json")
     args = ap.parse_args(argv)
 
-    from ecgstream.data import ecgid_records, mitdb_records
+    from ecgstream.sources.records import ecgid_records, mitdb_records
 
     recs = mitdb_records()
     if args.records:

@@ -46,7 +46,7 @@ sys.path.insert(0, os.environ.get("ECGSTREAM_TREE", str(ROOT)))
 
 
 def _records(n: int) -> list[tuple[str, np.ndarray, float]]:
-    from ecgstream.data import mitdb_records, read_record
+    from ecgstream.sources.records import mitdb_records, read_record
 
     recs = sorted(mitdb_records(), key=lambda p: p.name)
     step = max(1, len(recs) // n)
@@ -64,9 +64,9 @@ def run_ecgstream(recs) -> int:
 
 
 def run_fleet(recs, chunk_s: float) -> tuple[int, list]:
+    from ecgstream.core.types import SampleChunk
     from ecgstream.dsp import BeatPipeline
     from ecgstream.dsp.fleet import FleetDsp
-    from ecgstream.types import SampleChunk
 
     pipes = [BeatPipeline(name, fs) for name, _, fs in recs]
     fleet = FleetDsp()

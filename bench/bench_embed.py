@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def excerpt_windows(n: int) -> np.ndarray:
     from ecgstream.api import beats_from_record
-    from ecgstream.data import excerpt_dir
+    from ecgstream.sources.records import excerpt_dir
 
     ws = [b.window for rec in sorted(excerpt_dir().glob("Person_*/rec_*.hea"))
           for b in beats_from_record(rec.with_suffix(""))]

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers_broker import Broker, wait_for  # noqa: E402
 from helpers_realparts import enrol_with_cli  # noqa: E402
 
-from ecgstream.data import excerpt_dir  # noqa: E402
 from ecgstream.reader import AuthReader  # noqa: E402
+from ecgstream.sources.records import excerpt_dir  # noqa: E402
 
 EX = excerpt_dir()
 

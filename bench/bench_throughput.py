@@ -37,7 +37,7 @@ from _common import ROOT, git_rev, machine
 
 
 def _records(n: int) -> list[tuple[np.ndarray, float]]:
-    from ecgstream.data import ecgid_records, read_record
+    from ecgstream.sources.records import ecgid_records, read_record
 
     recs = ecgid_records()
     step = max(1, len(recs) // n)
@@ -49,7 +49,7 @@ def _records(n: int) -> list[tuple[np.ndarray, float]]:
 
 
 def _feed(pipe, x: np.ndarray, fs: float, chunk: int, start: int = 0) -> int:
-    from ecgstream.types import SampleChunk
+    from ecgstream.core.types import SampleChunk
 
     nb = 0
     for a in range(0, x.size, chunk):
@@ -103,8 +103,8 @@ def per_stream_cost(recs: list[tuple[np.ndarray, float]], chunk_s: float) -> dic
 def round_robin(recs: list[tuple[np.ndarray, float]], n_streams: int, seconds: float,
                 chunk_s: float) -> dict:
     """N pipelines, one chunk each per round, ``seconds`` of stream each."""
+    from ecgstream.core.types import SampleChunk
     from ecgstream.dsp import BeatPipeline
-    from ecgstream.types import SampleChunk
 
     fs = recs[0][1]
     chunk = round(chunk_s * fs)

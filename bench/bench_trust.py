@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ecgstream.msgauth import MessageVerifier  # noqa: E402
 from ecgstream.sources.mqtt_payload import encode_binary, encode_json  # noqa: E402
 from ecgstream.sources.mqtt_source import MqttSource  # noqa: E402
+from ecgstream.trust.msgauth import MessageVerifier  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -153,11 +153,11 @@ def flood_daemon(ids: int, limit: int) -> int:
     """The same flood through a real Daemon: its device table is bounded by ``[input] max_devices``."""
     import threading
 
-    from ecgstream.daemon import Daemon
-    from ecgstream.settings import InputConfig
+    from ecgstream.core.settings import InputConfig
+    from ecgstream.core.types import SampleChunk
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.sources.base import SourceStats
-    from ecgstream.trust import Trust
-    from ecgstream.types import SampleChunk
+    from ecgstream.trust.hooks import Trust
     from edge import EmbeddingModel
 
     class _Null:

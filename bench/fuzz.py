@@ -10,7 +10,7 @@ Targets, and what counts as what:
 =============== ============================================== ===========================
 target          call                                           documented rejection
 =============== ============================================== ===========================
-serial_line     ``serial_source.parse_line(line, fmt)``        ``LineError``
+serial_line     ``serial_format.parse_line(line, fmt)``        ``LineError``
                 (ascii and csv)
 serial_stream   ``SerialDecoder.feed`` on a random byte stream  none (garbled lines are
                 cut at random points, then ``flush``            counted, never raised)
@@ -181,7 +181,7 @@ class SerialLine(Target):
     name = "serial_line"
 
     def setup(self, workdir: Path) -> None:
-        from ecgstream.sources.serial_source import LineError, parse_line
+        from ecgstream.sources.serial_format import LineError, parse_line
 
         self.parse = parse_line
         self.rejects = (LineError,)
@@ -216,7 +216,7 @@ class SerialStream(Target):
         import numpy as np
 
         from ecgstream.sources.base import SourceStats
-        from ecgstream.sources.serial_source import SerialDecoder
+        from ecgstream.sources.serial_lines import SerialDecoder
 
         self.np = np
         self.Decoder, self.Stats = SerialDecoder, SourceStats
@@ -436,7 +436,7 @@ class WfdbHeader(Target):
     def setup(self, workdir: Path) -> None:
         import logging
 
-        from ecgstream import data as d
+        from ecgstream.sources import records as d
 
         logging.getLogger("wfdb").setLevel(logging.CRITICAL)
         self.d = d
@@ -493,8 +493,8 @@ class SignedPayload(Target):
     def setup(self, workdir: Path) -> None:
         import numpy as np
 
-        from ecgstream import msgauth
         from ecgstream.sources import mqtt_payload as m
+        from ecgstream.trust import msgauth
 
         self.np, self.m, self.msgauth = np, m, msgauth
         self.rejects = (m.PayloadError,)
@@ -649,9 +649,9 @@ class Attempts(Target):
     name = "attempts"
 
     def setup(self, workdir: Path) -> None:
-        from ecgstream.attempts import AttemptLimiter
-        from ecgstream.decision import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
-        from ecgstream.settings import AttemptsConfig
+        from ecgstream.core.settings import AttemptsConfig
+        from ecgstream.pipeline.decide import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
+        from ecgstream.trust.attempts import AttemptLimiter
 
         self.L, self.D, self.C = AttemptLimiter, AuthDecision, AttemptsConfig
         self.states = (AUTHENTICATED, REJECTED, UNKNOWN)

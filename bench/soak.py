@@ -9,8 +9,8 @@ Run::
 What is run and measured:
 
 * **streams**: N devices (``dev0000``..), each replaying real ECG-ID records
-  (raw lead I, 500 Hz, :func:`ecgstream.data.ecgid_records`,
-  :func:`ecgstream.data.read_record`). Each device walks through a list of
+  (raw lead I, 500 Hz, :func:`ecgstream.sources.records.ecgid_records`,
+  :func:`ecgstream.sources.records.read_record`). Each device walks through a list of
   ``--records`` records starting at its own record and its own sample
   offset, one record after the other, marking a gap at each switch (a
   replay jump). With 20 s records and 40 records a device's signal repeats
@@ -106,7 +106,7 @@ class Fleet:
         self.done = threading.Event()
 
     def run(self, sink, stop) -> None:
-        from ecgstream.types import SampleChunk
+        from ecgstream.core.types import SampleChunk
 
         n_rec = len(self.records)
         rec = [i % n_rec for i in range(self.n)]
@@ -153,7 +153,7 @@ class Fleet:
 
 def load_records(count: int) -> tuple[list[np.ndarray], float, list[str]]:
     """Raw lead I of ``count`` ECG-ID records spread over the persons (500 Hz, mV)."""
-    from ecgstream.data import ecgid_records, read_record
+    from ecgstream.sources.records import ecgid_records, read_record
 
     recs = ecgid_records()
     step = max(1, len(recs) // count)
@@ -170,9 +170,9 @@ def load_records(count: int) -> tuple[list[np.ndarray], float, list[str]]:
 
 
 def make_template(model):
-    from ecgstream.commands import excerpt_record
-    from ecgstream.enroll import enrol
+    from ecgstream.cli.commands import excerpt_record
     from ecgstream.sources import open_source
+    from ecgstream.templates.enroll import enrol
 
     path = excerpt_record(1, 1)
     res = enrol(open_source(f"wfdb:{path}?speed=max"), model, seconds=15.0, min_beats=10)
@@ -181,7 +181,7 @@ def make_template(model):
 
 def soak(streams: int, minutes: float, chunk_s: float, queue: int, warmup_min: float,
          n_records: int, model_threads: int) -> dict:
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
     from edge import EmbeddingModel
 
     model = EmbeddingModel(num_threads=model_threads)

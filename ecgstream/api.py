@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data import read_record
+from .core.types import Beat
 from .dsp import DspConfig, extract_beats
-from .matching import fuse, make_template, quality_weights
 from .pipeline import Embedder, Matcher
-from .types import Beat
+from .pipeline.scores import fuse, make_template, quality_weights
+from .sources.records import read_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from edge import EmbeddingModel
@@ -85,7 +85,7 @@ def beats_from_record(
 
     Raises
     ------
-    ecgstream.data.DataError
+    ecgstream.sources.records.DataError
         Missing record or channel.
     """
     x, fs, _ = read_record(path, channel)
@@ -126,7 +126,7 @@ def embed_beats(beats: list[Beat] | np.ndarray, model: EmbeddingModel | None = N
 def score_beats(embeddings: np.ndarray, template: np.ndarray, model: EmbeddingModel | None = None) -> np.ndarray:
     """The daemon's beat score of each embedding against a template.
 
-    ``template`` is one centroid (:func:`ecgstream.matching.make_template`
+    ``template`` is one centroid (:func:`ecgstream.pipeline.scores.make_template`
     of enrolment embeddings) or ``(sittings, dim)`` centroids of one subject.
     Scores are normalised as the model card says (raw cosine in [-1, 1], or
     cohort z-norm), so their mean is the fused score the card's thresholds
@@ -221,7 +221,7 @@ def verify_records(
 
     Raises
     ------
-    ecgstream.data.DataError
+    ecgstream.sources.records.DataError
         A record or channel cannot be read.
     ValueError
         Too few good beats (A needs ``MIN_ENROL_BEATS``, B

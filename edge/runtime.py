@@ -282,7 +282,7 @@ class EmbeddingModel:
     @staticmethod
     def _load_cohort(card: ModelCard, cp: Path) -> tuple[str, Any]:
         """The card's score normalisation and its impostor cohort (checked), or ("none", None)."""
-        from ecgstream.matching import Cohort, CohortError
+        from ecgstream.pipeline.scores import Cohort, CohortError
 
         score = card.score
         if score["norm"] == "none":
@@ -309,8 +309,8 @@ class EmbeddingModel:
         return self.cohort.id if self.cohort is not None else None
 
     def scorer(self, centroids: Any) -> Any:
-        """An :class:`ecgstream.matching.Scorer` for per-subject centroids, normalised as the card says."""
-        from ecgstream.matching import Scorer
+        """An :class:`ecgstream.pipeline.scores.Scorer` for per-subject centroids, normalised as the card says."""
+        from ecgstream.pipeline.scores import Scorer
 
         return Scorer(centroids, norm=self.score_norm, cohort=self.cohort)
 

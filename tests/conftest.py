@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers_broker import OPEN_PUBLISHERS
 
-from ecgstream.data import excerpt_dir, read_record
+from ecgstream.sources.records import excerpt_dir, read_record
 
 
 @pytest.fixture(autouse=True)

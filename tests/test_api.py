@@ -16,9 +16,9 @@ from ecgstream.api import (
     score_beats,
     verify_records,
 )
-from ecgstream.data import DataError, excerpt_dir
 from ecgstream.dsp import DspConfig
-from ecgstream.matching import make_template
+from ecgstream.pipeline.scores import make_template
+from ecgstream.sources.records import DataError, excerpt_dir
 
 EX = excerpt_dir()
 P01_1, P01_2, P06_1 = EX / "Person_01" / "rec_1", EX / "Person_01" / "rec_2", EX / "Person_06" / "rec_1"
@@ -71,7 +71,7 @@ def test_verify_bad_input(monkeypatch):
 
 
 def _cli(argv: list[str]) -> int:
-    from ecgstream import cli_verify
+    from ecgstream.cli import verify as cli_verify
 
     p = argparse.ArgumentParser()
     cli_verify.add_parser(p.add_subparsers())

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers_realparts import enrol_with_cli
 
-from ecgstream.attempts import AttemptLimiter
-from ecgstream.data import excerpt_dir, read_record
-from ecgstream.decision import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
-from ecgstream.settings import AttemptsConfig, DecisionConfig
-from ecgstream.types import SampleChunk
+from ecgstream.core.settings import AttemptsConfig, DecisionConfig
+from ecgstream.core.types import SampleChunk
+from ecgstream.pipeline.decide import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
+from ecgstream.sources.records import excerpt_dir, read_record
+from ecgstream.trust.attempts import AttemptLimiter
 
 EX = excerpt_dir()
 
@@ -109,9 +109,9 @@ class Segments:
 
 
 def _run(model, templates, src, **kw):
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.publish import StdoutPublisher
-    from ecgstream.trust import Trust
+    from ecgstream.trust.hooks import Trust
 
     buf = io.StringIO()
     d = Daemon([src], model, templates, StdoutPublisher(buf), default_subject="p01", speed=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import wfdb
 
 from ecgstream import __version__
-from ecgstream.data import excerpt_dir
+from ecgstream.sources.records import excerpt_dir
 
 EXE = [sys.executable, "-m", "ecgstream"]
 

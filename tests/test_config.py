@@ -26,8 +26,8 @@ from ecgstream.config import (
     load_config,
     resolve_secret,
 )
-from ecgstream.fields import defaults
-from ecgstream.settings import DecisionConfig, LivenessConfig
+from ecgstream.core.fields import defaults
+from ecgstream.core.settings import DecisionConfig, LivenessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ import pytest
 from helpers_broker import Broker, collect, require_mosquitto, wait_for
 from helpers_realparts import enrol_with_cli
 
-from ecgstream.data import excerpt_dir, read_record
-from ecgstream.types import SampleChunk
+from ecgstream.core.types import SampleChunk
+from ecgstream.sources.records import excerpt_dir, read_record
 
 EX = excerpt_dir()
 EXE = [sys.executable, "-m", "ecgstream"]
@@ -63,9 +63,9 @@ def _templates(store, model):
 
 
 def _run(model, templates, src, **kw):
-    from ecgstream.daemon import Daemon
+    from ecgstream.core.settings import DecisionConfig
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.publish import StdoutPublisher
-    from ecgstream.settings import DecisionConfig
 
     # The EER operating point: at FAR 0.1 % the shipped model accepts under
     # half of genuine windows (docs/model/report.md); these tests are about
@@ -210,7 +210,7 @@ def test_adaptation_runs_only_while_authenticated_and_live(model, store):
     """Genuine beats adapt the device's template copy; the store's template is
     untouched; an impostor (rejected) never adapts it; with adaptation off
     nothing moves."""
-    from ecgstream.settings import AdaptationConfig
+    from ecgstream.core.settings import AdaptationConfig
 
     templates = _templates(store, model)
     enrolled = np.array(templates["p01"].centroids)
@@ -234,9 +234,9 @@ def test_adaptation_runs_only_while_authenticated_and_live(model, store):
 def test_a_looped_recording_never_adapts_once_flagged(model, store):
     """The genuine person's own recording looped: liveness flags the loop, the
     state goes unknown, and no beat after the flag adapts the template."""
-    from ecgstream.daemon import Daemon
+    from ecgstream.core.settings import DecisionConfig
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.publish import StdoutPublisher
-    from ecgstream.settings import DecisionConfig
 
     x, fs, _ = read_record(EX / "Person_01" / "rec_2", 0)
     looped = np.tile(x, 4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ecgstream.core.settings import DecisionConfig
 from ecgstream.pipeline.decide import AUTHENTICATED, REJECTED, UNKNOWN, Decider, Thresholds
-from ecgstream.settings import DecisionConfig
 
 THR = Thresholds({1: 0.6, 3: 0.55, 10: 0.5})
 

@@ -16,7 +16,6 @@ from helpers_realparts import enrol_with_cli
 
 from ecgstream import __version__
 from ecgstream.config import ConfigError, build_config
-from ecgstream.data import excerpt_dir
 from ecgstream.publish import (
     AUTH_STATES,
     MqttPublisher,
@@ -35,6 +34,7 @@ from ecgstream.publish.discovery import (
     unique_id,
 )
 from ecgstream.publish.topics import Topics
+from ecgstream.sources.records import excerpt_dir
 
 HA_CLASS = re.compile(r"[A-Za-z0-9_-]+")  # HA's rule for the ids in a discovery topic
 HA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # and ours for a device's part of them

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import (
     BeatPipeline,
     Conditioner,
@@ -18,7 +19,6 @@ from ecgstream.dsp import (
     StreamingResampler,
     extract_beats,
 )
-from ecgstream.types import SampleChunk
 
 
 @contextmanager

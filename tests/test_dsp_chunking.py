@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import BeatPipeline, extract_beats
-from ecgstream.types import SampleChunk
 
 
 def _beats_chunked(x: np.ndarray, fs: float, sizes: list[int]) -> list:

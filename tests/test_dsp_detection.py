@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecgstream.data import ecgid_records, excerpt_dir, read_record
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import (
     BeatPipeline,
     Conditioner,
@@ -21,7 +21,7 @@ from ecgstream.dsp import (
     StreamingResampler,
     extract_beats,
 )
-from ecgstream.types import SampleChunk
+from ecgstream.sources.records import ecgid_records, excerpt_dir, read_record
 
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 

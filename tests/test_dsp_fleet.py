@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_dsp_chunking import _same
 
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import BeatPipeline
 from ecgstream.dsp.fleet import FleetDsp
 from ecgstream.dsp.resample import StreamingResampler
-from ecgstream.types import SampleChunk
 
 
 def _same_beats(a: list, b: list) -> None:

@@ -38,7 +38,7 @@ import pytest
 from helpers_broker import Observer
 from helpers_realparts import Broker, PtyPair, enrol_with_cli, require_mosquitto, wait_for
 
-from ecgstream.data import excerpt_dir
+from ecgstream.sources.records import excerpt_dir
 from tools.wearable_sim import (
     MqttPlan,
     SerialPlan,

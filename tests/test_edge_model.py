@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from ecgstream.api import beats_from_record
-from ecgstream.data import excerpt_dir
 from ecgstream.dsp import DspConfig
-from ecgstream.matching import beat_scores, fuse, make_template
+from ecgstream.pipeline.scores import beat_scores, fuse, make_template
+from ecgstream.sources.records import excerpt_dir
 from edge import EmbeddingModel, ModelCard, ModelError, default_model_path, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_card_class_reads_like_a_dict(model: EmbeddingModel):
 
 
 def _have_ecgid() -> bool:
-    from ecgstream.data import DataError, ecgid_records
+    from ecgstream.sources.records import DataError, ecgid_records
 
     try:
         return len(ecgid_records()) >= 300
@@ -229,7 +229,7 @@ def test_card_metrics_match_a_rerun(model: EmbeddingModel):
 
 def _with_cohort(copied, rng_seed: int = 0):
     """The copied model with a z-norm score block and a cohort file beside it."""
-    from ecgstream.matching import Cohort
+    from ecgstream.pipeline.scores import Cohort
 
     m, c = copied
     card = json.loads(c.read_text())

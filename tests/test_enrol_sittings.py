@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgstream.commands import excerpt_record
+from ecgstream.cli.commands import excerpt_record
 
 EXE = [sys.executable, "-m", "ecgstream"]
 
@@ -40,7 +40,7 @@ def _load(store, subject: str):
 
 
 def test_the_default_floor_is_ten_beats():
-    from ecgstream.enroll import MIN_BEATS, enrol
+    from ecgstream.templates.enroll import MIN_BEATS, enrol
 
     assert MIN_BEATS == 10
     assert enrol.__defaults__ is not None and MIN_BEATS in enrol.__defaults__
@@ -94,7 +94,7 @@ def test_a_template_of_another_cohort_is_refused_with_a_clear_message(tmp_path):
     assert "version-1" in cohort_mismatch(Template(subject="b", model_id="m", centroid=c, n_beats=1,
                                                    created_utc="2026-12-03T00:00:00+00:00"), "cohort-x")
     # The daemon refuses such a template too, whoever hands it over.
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
 
     class _Card(dict):
         thresholds = {"single": {"far_0.001": 0.5, "eer": 0.4}}

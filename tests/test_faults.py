@@ -38,9 +38,9 @@ from helpers_realparts import (
     wait_for,
 )
 
-from ecgstream.data import excerpt_dir, read_record
-from ecgstream.settings import DecisionConfig
-from ecgstream.types import SampleChunk
+from ecgstream.core.settings import DecisionConfig
+from ecgstream.core.types import SampleChunk
+from ecgstream.sources.records import excerpt_dir, read_record
 from tools.wearable_sim import (
     MqttPlan,
     adc_counts,
@@ -123,7 +123,7 @@ class DaemonThread:
     """A Daemon running in a thread of the test process."""
 
     def __init__(self, model, templates, sources, **kw) -> None:
-        from ecgstream.daemon import Daemon
+        from ecgstream.daemon.loop import Daemon
 
         self.pub = RecordingPublisher()
         kw.setdefault("default_subject", "p01")
@@ -341,7 +341,7 @@ def test_nan_and_saturation_bursts_go_unknown_and_recover(model, templates):
     of the same stream run through an independent :class:`BeatPipeline`,
     and none is a flagged beat's window.
     """
-    from ecgstream.daemon import Daemon
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.dsp import BeatPipeline
 
     x = np.concatenate([_record(1, 4), _record(1, 3)]).copy()
@@ -461,8 +461,8 @@ def test_early_rate_check_flags_a_fast_device_within_a_second():
     is flagged after about 0.5 s of host time; one at the declared rate (with 0.1 s
     chunks and +-30 ms jitter) never is.
     """
+    from ecgstream.core.settings import LivenessConfig
     from ecgstream.pipeline.liveness import LivenessTracker
-    from ecgstream.settings import LivenessConfig
 
     rng = np.random.default_rng(0)
     for speed, want_flag in ((2.0, True), (1.0, False), (0.5, True)):

@@ -175,7 +175,7 @@ def test_reader_refuses_a_state_whose_serving_daemon_is_not_online():
 
 
 def test_nats_config_command(tmp_path, capsys):
-    from ecgstream.cli import main
+    from ecgstream.cli.main import main
 
     out = tmp_path / "nats.conf"
     assert main(["nats-config", "--partitions", "4", "--store-dir", str(tmp_path / "js"), "--mqtt-port", "1999",

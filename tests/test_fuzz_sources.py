@@ -40,7 +40,7 @@ from ecgstream.sources.mqtt_payload import (
     encode_json,
 )
 from ecgstream.sources.mqtt_source import MqttSource
-from ecgstream.sources.serial_source import SerialDecoder
+from ecgstream.sources.serial_lines import SerialDecoder
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

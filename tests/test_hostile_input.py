@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers_realparts import PtyPair, SourceRunner, wait_for
 
+from ecgstream.core.types import SampleChunk
 from ecgstream.sources import SourceError, open_source
 from ecgstream.sources.base import SourceStats
 from ecgstream.sources.mqtt_payload import (
@@ -23,9 +24,9 @@ from ecgstream.sources.mqtt_payload import (
     encode_json,
 )
 from ecgstream.sources.mqtt_source import MqttSource
-from ecgstream.sources.serial_lines import MAX_LINE_BYTES, SerialDecoder
+from ecgstream.sources.serial_format import MAX_LINE_BYTES
+from ecgstream.sources.serial_lines import SerialDecoder
 from ecgstream.sources.serial_source import SerialSource
-from ecgstream.types import SampleChunk
 
 FS = 250.0
 
@@ -111,7 +112,7 @@ def test_config_with_an_impossible_device_rate_is_refused(tmp_path, fs):
 @pytest.mark.parametrize("fs", [1.0, 20.0, 99.9, 1000.1, 5000.0, 20000.0])
 def test_a_rate_the_decoder_allows_but_the_dsp_cannot_use_is_refused_by_the_pipeline(fs):
     # the daemon builds a device's pipeline on its first chunk; this ValueError is
-    # caught there and counted in DaemonStats.bad_chunks (ecgstream/daemon.py)
+    # caught there and counted in DaemonStats.bad_chunks (ecgstream/daemon/loop.py)
     from ecgstream.dsp.beats import BeatPipeline
 
     with pytest.raises(ValueError, match="outside the supported 100..1000 Hz"):
@@ -206,11 +207,11 @@ def test_daemon_device_table_is_bounded_by_max_devices_and_the_configured_device
     import io
     import threading
 
-    from ecgstream.daemon import Daemon
-    from ecgstream.data import excerpt_dir, read_record
+    from ecgstream.core.settings import InputConfig
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.publish import StdoutPublisher
-    from ecgstream.settings import InputConfig
-    from ecgstream.trust import Trust
+    from ecgstream.sources.records import excerpt_dir, read_record
+    from ecgstream.trust.hooks import Trust
 
     x, fs, _ = read_record(excerpt_dir() / "Person_01" / "rec_1", 0)
     trust = Trust(input_cfg=InputConfig(max_devices=20))
@@ -230,8 +231,8 @@ def test_daemon_device_table_is_bounded_by_max_devices_and_the_configured_device
 def test_trust_admit_reserves_single_device_sources_and_only_known_devices():
     from types import SimpleNamespace
 
-    from ecgstream.settings import InputConfig
-    from ecgstream.trust import Trust
+    from ecgstream.core.settings import InputConfig
+    from ecgstream.trust.hooks import Trust
 
     t = Trust(input_cfg=InputConfig(only_known_devices=True))
     serial = SimpleNamespace(device="ttyUSB0")  # no verifier: one operator-chosen device

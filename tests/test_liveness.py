@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecgstream.core.settings import LivenessConfig
 from ecgstream.dsp import extract_beats
 from ecgstream.pipeline.liveness import LivenessTracker
-from ecgstream.settings import LivenessConfig
 
 
 def _track(beats, fs, **kw):

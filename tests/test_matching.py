@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgstream.matching import (
+from ecgstream.pipeline.scores import (
     AdaptationPolicy,
     Cohort,
     CohortError,

@@ -10,9 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from ecgstream.msgauth import DeviceKeyError, DeviceKeyStore, MessageVerifier
 from ecgstream.sources.mqtt_payload import decode_payload, encode_binary, encode_json
 from ecgstream.sources.mqtt_source import MqttSource
+from ecgstream.trust.msgauth import DeviceKeyError, DeviceKeyStore, MessageVerifier
 
 KEY = bytes(range(32))
 OTHER = bytes(32)

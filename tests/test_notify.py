@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from ecgstream.notify import SystemdNotifier
+from ecgstream.daemon.notify import SystemdNotifier
 
 
 def _recv_all(sock: socket.socket) -> list[str]:
@@ -61,7 +61,7 @@ def test_unset_is_a_noop(monkeypatch):
 
 
 def test_send_failure_never_raises_and_logs_once(tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="ecgstream.notify")
+    caplog.set_level(logging.DEBUG, logger="ecgstream.daemon.notify")
     n = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
     assert n.ready() is False and n.stopping() is False and n.status("x") is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

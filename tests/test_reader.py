@@ -20,8 +20,8 @@ import pytest
 from helpers_broker import Broker, require_mosquitto, wait_for
 from helpers_realparts import enrol_with_cli
 
-from ecgstream.data import excerpt_dir
 from ecgstream.reader import AuthReader, DeviceView, evaluate
+from ecgstream.sources.records import excerpt_dir
 
 EX = excerpt_dir()
 EXE = [sys.executable, "-m", "ecgstream"]

@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 from ecgstream.dsp.beats import BeatPipeline
 from ecgstream.sources import SourceError, open_source
 from ecgstream.sources.base import SourceStats
-from ecgstream.sources.serial_source import (
+from ecgstream.sources.serial_format import (
     MAX_LINE_BYTES,
     LineError,
     ParsedLine,
-    SerialDecoder,
-    SerialSource,
     estimate_fs,
     parse_line,
 )
+from ecgstream.sources.serial_lines import SerialDecoder
+from ecgstream.sources.serial_source import SerialSource
 from tools.wearable_sim import GARBAGE_LINES, SerialPlan, adc_counts, serial_lines, write_lines
 
 FS = 250.0

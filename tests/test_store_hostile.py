@@ -170,7 +170,7 @@ def test_the_lock_is_a_per_subject_flock_in_the_store(store):
 
 
 def test_two_real_enroll_runs_of_one_subject_exactly_one_wins(tmp_path):
-    from ecgstream.commands import excerpt_record
+    from ecgstream.cli.commands import excerpt_record
 
     key = tmp_path / "template.key"
     assert subprocess.run([*EXE, "keygen", str(key)], capture_output=True, timeout=120).returncode == 0

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from ecgstream.matching import make_template
+from ecgstream.pipeline.scores import make_template
 from ecgstream.templates import (
     FORMAT_VERSION,
     MAGIC,

@@ -73,8 +73,8 @@ def test_eer_and_tar_on_known_scores():
 
 
 def test_protocol_scores_are_the_daemons():
-    """Genuine/impostor scores come from ecgstream.matching (template, cosine, mean fusion)."""
-    from ecgstream.matching import beat_scores, make_template, rolling_fused
+    """Genuine/impostor scores come from ecgstream.pipeline.scores (template, cosine, mean fusion)."""
+    from ecgstream.pipeline.scores import beat_scores, make_template, rolling_fused
     from train.data import BeatSet
     from train.protocols import verification_protocol
 

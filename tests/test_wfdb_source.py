@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecgstream.data import DataError, ecgid_records, excerpt_dir, read_record
 from ecgstream.sources import SourceError, open_source
+from ecgstream.sources.records import DataError, ecgid_records, excerpt_dir, read_record
 
 REC = excerpt_dir() / "Person_01" / "rec_1"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A wearable simulator: replays ECG to a serial line or an MQTT broker.
 
-It plays a WFDB record (through :func:`ecgstream.data.read_record`) or a
+It plays a WFDB record (through :func:`ecgstream.sources.records.read_record`) or a
 synthetic ECG (:func:`ecgstream.sources.synthetic.synth_ecg`) the way a
 wearable would send it, with faults on request, for tests, demos and
 benchmarks. Importable (``from tools.wearable_sim import ...``) and a script::
@@ -87,7 +87,7 @@ def load_signal(record: str | os.PathLike[str] | None = None, channel: int | str
         Synthetic ECG settings (Hz, beats per minute, seed, mV).
     """
     if record is not None:
-        from ecgstream.data import read_record
+        from ecgstream.sources.records import read_record
 
         x, rate, _ = read_record(record, channel)
         if seconds is not None:

@@ -50,9 +50,9 @@ def enrol_records(model: Any, records: dict[str, Any], seconds: float = 20.0) ->
 
     Returns the templates and, for subjects that could not be enrolled, why.
     """
-    from ecgstream.enroll import EnrolError, enrol, utc_now
     from ecgstream.sources import open_source
     from ecgstream.templates import Template
+    from ecgstream.templates.enroll import EnrolError, enrol, utc_now
 
     out, failed = {}, {}
     for subj, path in records.items():
@@ -70,10 +70,10 @@ def enrol_records(model: Any, records: dict[str, Any], seconds: float = 20.0) ->
 def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, operating_point: str = "far_0.001",
                          data: str | None = None, adaptation: bool = True) -> dict:
     """Genuine and impostor runs through the daemon; see the module docstring."""
-    from ecgstream.daemon import Daemon
-    from ecgstream.data import SEED_HELDOUT, ecgid_records
-    from ecgstream.settings import AdaptationConfig, DecisionConfig
+    from ecgstream.core.settings import AdaptationConfig, DecisionConfig
+    from ecgstream.daemon.loop import Daemon
     from ecgstream.sources import open_source
+    from ecgstream.sources.records import SEED_HELDOUT, ecgid_records
 
     keep = set(SEED_HELDOUT if persons is None else persons)
     by_person: dict[int, list] = {}
@@ -129,10 +129,10 @@ def enrolment_success(model: Any, data: str | None = None, persons: Iterable[int
     the goal is that every record with at least ``MIN_BEATS`` good beats
     enrols. Returns counts and the records that failed.
     """
-    from ecgstream.data import ecgid_records, read_record
     from ecgstream.dsp import extract_beats
-    from ecgstream.enroll import MIN_BEATS, EnrolError, enrol
     from ecgstream.sources import open_source
+    from ecgstream.sources.records import ecgid_records, read_record
+    from ecgstream.templates.enroll import MIN_BEATS, EnrolError, enrol
 
     keep = None if persons is None else set(persons)
     cfg = model.dsp_config()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgstream.data import ecgid_records, mitdb_records, read_record
 from ecgstream.dsp import DspConfig, extract_beats
+from ecgstream.sources.records import ecgid_records, mitdb_records, read_record
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def dsp_fingerprint(cfg: DspConfig, root: str | Path | None = None) -> str:
     refactored, so the model card can say whether the daemon's DSP still
     produces the beats the model was trained on.
     """
-    from ecgstream.data import excerpt_dir
+    from ecgstream.sources.records import excerpt_dir
 
     h = hashlib.sha256()
     for r in ecgid_records(root if root is not None else excerpt_dir()):

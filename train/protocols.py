@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgstream.matching import Cohort, Scorer, make_template, quality_weights, rolling_fused
+from ecgstream.pipeline.scores import Cohort, Scorer, make_template, quality_weights, rolling_fused
 
 from .data import BeatSet
 from .metrics import eer, far_threshold, tar_at_far

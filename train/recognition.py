@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgstream.matching import AdaptationPolicy, CohortError
+from ecgstream.pipeline.scores import AdaptationPolicy, CohortError
 
 from .data import BeatSet
 from .metrics import eer, far_threshold, tar_at_far

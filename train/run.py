@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgstream.data import SEED_HELDOUT
 from ecgstream.dsp import DspConfig
+from ecgstream.sources.records import SEED_HELDOUT
 from edge.card import CARD_FORMAT_VERSION, ModelCard, sha256_file
 from edge.preprocess import NORMALISATION, normalise_beats
 from edge.runtime import LiteRTEmbedder

@@ -1,6 +1,6 @@
 """The daemon's configuration: a TOML file plus command-line overrides.
 
-- :mod:`.schema`: the sections as typed models (:mod:`ecgstream.fields`):
+- :mod:`.schema`: the sections as typed models (:mod:`ecgstream.core.fields`):
   strict types, limits and their messages, unknown keys refused, one
   ``description`` per key (``docs/config.md`` is generated from them by
   ``tools/gen_config_doc.py``);
@@ -22,8 +22,8 @@ working directory.
 
 from __future__ import annotations
 
-from ..exitcodes import EXIT_CONFIG
-from ..fields import describe
+from ..core.exitcodes import EXIT_CONFIG
+from ..core.fields import describe
 from .loader import build_config, default_store, load_config, type_name
 from .problems import ConfigError, ConfigProblem
 from .schema import SECTIONS, Config, DaemonConfig, DeviceConfig, MqttConfig, TemplatesConfig

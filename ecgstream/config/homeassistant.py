@@ -9,7 +9,7 @@ A model of its own file so that :mod:`.schema` only lists it (one line in
 import re
 from typing import Annotated
 
-from ..fields import Bool, Field, Text, check, section
+from ..core.fields import Bool, Field, Text, check, section
 
 __all__ = ["HomeAssistantConfig"]
 

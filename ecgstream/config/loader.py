@@ -1,9 +1,9 @@
 """Load a TOML file and command-line overrides into a validated :class:`~.schema.Config`.
 
-All validation is the schema's (:mod:`.schema`, :mod:`ecgstream.settings`);
+All validation is the schema's (:mod:`.schema`, :mod:`ecgstream.core.settings`);
 this module only reads the file, merges the flags, fills the defaults that
 depend on the environment (the store under ``$STATE_DIRECTORY``, port 8883
-with TLS), and turns the problems of :func:`ecgstream.fields.validator` into
+with TLS), and turns the problems of :func:`ecgstream.core.fields.validator` into
 :class:`ConfigProblem`\\ s, each
 with its dotted key, the line it is on and, for an unknown key, a guess at
 the key that was meant. Every problem of every section is collected into
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from ..fields import ID_RE, TYPE, UNKNOWN, Problem, Validator, defaults, lenient, validator
+from ..core.fields import ID_RE, TYPE, UNKNOWN, Problem, Validator, defaults, lenient, validator
 from .problems import ConfigError, ConfigProblem, LineIndex
 from .schema import SECRET_KEYS, SECTIONS, Config, DeviceConfig, MqttConfig
 
@@ -323,7 +323,7 @@ def load_config(
     ConfigError
         The file cannot be read or parsed, or any value is invalid; every
         problem is listed with its key and line. Exit with
-        :data:`~ecgstream.exitcodes.EXIT_CONFIG` on it.
+        :data:`~ecgstream.core.exitcodes.EXIT_CONFIG` on it.
     """
     text = ""
     data: dict[str, Any] = {}

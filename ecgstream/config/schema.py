@@ -1,6 +1,6 @@
 """The schema of the daemon's configuration file: one model per section.
 
-Each section is a :func:`ecgstream.fields.section` model (strict types,
+Each section is a :func:`ecgstream.core.fields.section` model (strict types,
 unknown keys refused, limits and their messages beside each field, a
 ``description`` per field from which ``docs/config.md`` is generated).
 :class:`Config` lists the sections; :data:`SECTIONS` is derived from it.
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from ..fields import (
+from ..core.fields import (
     ID_RE,
     Bool,
     Field,
@@ -36,7 +36,13 @@ from ..fields import (
     section,
     within,
 )
-from ..settings import AdaptationConfig, AttemptsConfig, DecisionConfig, InputConfig, LivenessConfig
+from ..core.settings import (
+    AdaptationConfig,
+    AttemptsConfig,
+    DecisionConfig,
+    InputConfig,
+    LivenessConfig,
+)
 from .homeassistant import HomeAssistantConfig
 
 __all__ = ["SECTIONS", "Config", "DaemonConfig", "DeviceConfig", "MqttConfig", "TemplatesConfig"]

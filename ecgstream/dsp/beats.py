@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import Beat, SampleChunk
+from ..core.types import Beat, SampleChunk
 from .conditioner import Conditioner
 from .config import DspConfig
 from .detector import DetectorConfig, RPeakDetector

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..types import Beat, SampleChunk
+from ..core.types import Beat, SampleChunk
 from .beats import BeatPipeline
 from .conditioner import Conditioner
 from .detector import RPeakDetector

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import Beat, SampleChunk
+from ..core.types import Beat, SampleChunk
 from .beats import BeatPipeline
 from .config import DspConfig
 from .detector import DetectorConfig

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..exitcodes import EXIT_OK, EXIT_USAGE
+from ..core.exitcodes import EXIT_OK, EXIT_USAGE
 
 __all__ = ["add_parsers"]
 

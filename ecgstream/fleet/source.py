@@ -29,9 +29,9 @@ import logging
 import threading
 from typing import Any
 
+from ..core.types import SampleChunk
 from ..sources.base import SourceError, SourceURI
 from ..sources.mqtt_source import MqttSource
-from ..types import SampleChunk
 from .partitions import check_partitions, partition_of
 
 __all__ = ["PartitionedMqttSource"]

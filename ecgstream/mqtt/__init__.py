@@ -11,7 +11,7 @@ through this package, so that they cannot differ in how they talk to a broker:
   3.1.1, credentials, TLS, last will) and the paho logging policy;
 - :mod:`.connection`: :class:`MqttConnection`, the one reconnect strategy: a
   manager thread, a fresh paho client per connection, and
-  :class:`~ecgstream.backoff.Backoff` between attempts.
+  :class:`~ecgstream.core.backoff.Backoff` between attempts.
 
 The users keep only what is theirs: the publisher its retained states, queue
 and acknowledgements; the source its subscription and per-device rules.
@@ -21,7 +21,7 @@ commands that never touch a broker).
 
 from __future__ import annotations
 
-from ..backoff import Backoff
+from ..core.backoff import Backoff
 from .connection import MqttConnection
 from .options import PROTOCOLS, Credentials, LinkOptions, TlsOptions, check_protocol
 

@@ -3,7 +3,7 @@
 :class:`MqttConnection` connects, waits for the CONNACK (bounded), calls the
 user's ``on_up`` hook (the publisher republishes its states, the source
 subscribes), waits for the connection to drop, calls ``on_down``, and tries
-again after a :class:`~ecgstream.backoff.Backoff` wait. Each attempt uses a
+again after a :class:`~ecgstream.core.backoff.Backoff` wait. Each attempt uses a
 fresh client with its own ``loop_start()`` network thread, and a generation
 number that the user's callbacks compare so that a late callback of an old
 client changes nothing.

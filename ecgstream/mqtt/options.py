@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backoff import Backoff
+from ..core.backoff import Backoff
 
 __all__ = ["PROTOCOLS", "Credentials", "LinkOptions", "TlsOptions", "check_protocol"]
 
@@ -134,5 +134,5 @@ class LinkOptions:
             raise ValueError("retry_min_s, retry_max_s and connect_timeout_s must be positive")
 
     def backoff(self) -> Backoff:
-        """A fresh :class:`~ecgstream.backoff.Backoff` of these waits."""
+        """A fresh :class:`~ecgstream.core.backoff.Backoff` of these waits."""
         return Backoff(self.retry_min_s, max(self.retry_min_s, self.retry_max_s))

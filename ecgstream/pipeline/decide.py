@@ -6,7 +6,7 @@ the evidence goes stale, or liveness positively fails. Hysteresis keeps the
 state from flapping around the threshold: once decided, the fused score must
 cross ``threshold -+ hysteresis`` to change side.
 
-The fused score is :func:`ecgstream.matching.fuse` (the mean beat score) of
+The fused score is :func:`ecgstream.pipeline.scores.fuse` (the mean beat score) of
 the last ``window_beats`` good beats, exactly the score the model card's
 fused thresholds were calibrated on. With fewer beats than the card's
 calibrated fused count, the threshold of the largest calibrated count not
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..settings import DecisionConfig
+from ..core.settings import DecisionConfig
 
 __all__ = ["AuthDecision", "Decider", "Thresholds", "UNKNOWN", "AUTHENTICATED", "REJECTED"]
 

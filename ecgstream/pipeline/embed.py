@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import Beat
+from ..core.types import Beat
 
 __all__ = ["Embedder"]
 

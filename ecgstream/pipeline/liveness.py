@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..settings import LivenessConfig
-from ..types import Beat
+from ..core.settings import LivenessConfig
+from ..core.types import Beat
 
 __all__ = ["LivenessState", "LivenessTracker"]
 

@@ -1,10 +1,10 @@
 """The matcher stage: a beat's embedding in, one score per subject out.
 
 The score itself (cosine against a template's centroids, cohort z-norm) is
-:class:`ecgstream.matching.Scorer`, the one definition training calibrates
+:class:`ecgstream.pipeline.scores.Scorer`, the one definition training calibrates
 its thresholds on. This stage is what the daemon keeps per device around
 it: its own copy of the templates, and the gate of online adaptation (which
-beats may move that copy; :class:`~ecgstream.matching.AdaptationPolicy`
+beats may move that copy; :class:`~ecgstream.pipeline.scores.AdaptationPolicy`
 says how far).
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..matching import AdaptationPolicy, Cohort, Scorer
-from ..types import Beat
+from ..core.types import Beat
 from .decide import AUTHENTICATED, AuthDecision
 from .liveness import LivenessState
+from .scores import AdaptationPolicy, Cohort, Scorer
 
 __all__ = ["Matcher"]
 
@@ -73,7 +73,7 @@ class Matcher:
         ``authenticated`` on a full window, positively live, and the fused
         score clears the threshold by ``margin``: never from ``unknown``, a
         liveness failure or a flagged beat. How far the template may move is
-        :class:`~ecgstream.matching.AdaptationPolicy`'s business (rate, floor).
+        :class:`~ecgstream.pipeline.scores.AdaptationPolicy`'s business (rate, floor).
         """
         cfg = self.adaptation
         if cfg is None or not cfg.enabled or d.state != AUTHENTICATED or d.subject is None:

@@ -4,7 +4,7 @@ The source contract
 -------------------
 A source owns one blocking input (a file, a serial port, an MQTT
 subscription) and runs in its own thread: :meth:`Source.run` reads until
-``stop`` is set and hands every :class:`~ecgstream.types.SampleChunk` to
+``stop`` is set and hands every :class:`~ecgstream.core.types.SampleChunk` to
 ``sink``. The sink must not block for long (the daemon's sink puts into a
 bounded queue that drops the oldest chunk and marks a gap when full).
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from ..types import SampleChunk
+from ..core.types import SampleChunk
 
 __all__ = ["RATE_WINDOW_S", "FiniteSource", "RateMeter", "Sink", "Source", "SourceError", "SourceStats", "SourceURI", "parse_speed"]
 

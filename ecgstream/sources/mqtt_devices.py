@@ -39,7 +39,7 @@ class MqttSourceStats(SourceStats):
     lost_messages: int = 0
     reboots: int = 0
     devices: set[str] = field(default_factory=set)
-    unauthenticated: int = 0  # chunks refused by the message verifier (ecgstream.msgauth)
+    unauthenticated: int = 0  # chunks refused by the message verifier (ecgstream.trust.msgauth)
     devices_refused: int = 0  # chunks of new devices beyond max_devices
     bad_device_ids: int = 0  # topics whose device level is not a valid device id
 

@@ -44,8 +44,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..core.types import SampleChunk
 from ..mqtt import Credentials, LinkOptions, MqttConnection, TlsOptions
-from ..types import SampleChunk
 from .base import Sink, SourceError, SourceStats, SourceURI
 from .mqtt_devices import _DEVICE_ID, MqttSourceStats, _Device, _topic_parts
 from .mqtt_payload import (
@@ -95,7 +95,7 @@ class MqttSource:
     clock : callable
         Monotonic clock in seconds (arrival times, rate).
     retry_min_s, retry_max_s : float
-        Backoff between reconnection attempts, seconds (:class:`ecgstream.backoff.Backoff`).
+        Backoff between reconnection attempts, seconds (:class:`ecgstream.core.backoff.Backoff`).
     connect_timeout_s : float
         Longest wait for the first CONNACK and SUBACK at start-up, seconds.
 
@@ -170,7 +170,7 @@ class MqttSource:
         self._first = threading.Event()  # the first SUBACK came
         self.connected = threading.Event()  # set while connected and subscribed
         self.subscribed_count = 0  # SUBACKs received (tests wait on resubscription)
-        #: Trust hooks (``ecgstream.trust``): the message verifier, called with
+        #: Trust hooks (``ecgstream.trust.hooks``): the message verifier, called with
         #: (device, decoded chunk) and returning None or a reason; what to tell
         #: when a chunk is refused, ``on_untrusted(device, reason)``; the most
         #: devices kept (None: no limit) and those always admitted.

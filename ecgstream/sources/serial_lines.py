@@ -1,10 +1,9 @@
 """The decoder of serial wearables: bytes and host times in, chunks out.
 
 Pure, no I/O: :class:`SerialDecoder` is fed bytes and times and returns
-:class:`~ecgstream.types.SampleChunk`\\ s; :class:`~.serial_source.SerialSource`
+:class:`~ecgstream.core.types.SampleChunk`\\ s; :class:`~.serial_source.SerialSource`
 owns the port and feeds it. The line formats (``ascii``, ``csv``, lead-off
-markers, what counts as garbled) are :mod:`.serial_format`; their names stay
-importable from here.
+markers, what counts as garbled) are :mod:`.serial_format`.
 
 The rate is reported per device in ``stats.declared_fs_hz`` (what the
 chunks carry) and ``stats.measured_fs_hz``: for ``csv`` from the device's
@@ -25,11 +24,10 @@ import math
 
 import numpy as np
 
-from ..types import SampleChunk
+from ..core.types import SampleChunk
 from .base import RateMeter, SourceStats
 from .serial_format import (
     ESTIMATE_LINES,
-    LEAD_OFF_WORDS,
     MAX_LINE_BYTES,
     LineError,
     ParsedLine,
@@ -37,16 +35,7 @@ from .serial_format import (
     parse_line,
 )
 
-__all__ = [
-    "ESTIMATE_LINES",
-    "LEAD_OFF_WORDS",
-    "MAX_LINE_BYTES",
-    "LineError",
-    "ParsedLine",
-    "SerialDecoder",
-    "estimate_fs",
-    "parse_line",
-]
+__all__ = ["SerialDecoder"]
 
 log = logging.getLogger("ecgstream.sources.serial_source")
 

@@ -22,7 +22,7 @@ The line formats, lead-off markers, garbled lines and rate measurement are
 in :mod:`ecgstream.sources.serial_lines`.
 
 Unplugging (the port vanishes, a read fails) is retried with exponential
-backoff (``retry_min_s`` doubling to ``retry_max_s``, :class:`ecgstream.backoff.Backoff`,
+backoff (``retry_min_s`` doubling to ``retry_max_s``, :class:`ecgstream.core.backoff.Backoff`,
 the one the MQTT connections use); the first chunk after
 the port is back has ``gap_before=True`` and its sample index skips the
 samples the host clock says were missed. A port that cannot be opened when
@@ -40,13 +40,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..backoff import Backoff
-from . import serial_lines
-from .base import RateMeter, Sink, SourceError, SourceStats, SourceURI
-from .serial_lines import *  # noqa: F403 - the line protocol's names stay importable from here
+from ..core.backoff import Backoff
+from .base import Sink, SourceError, SourceStats, SourceURI
 from .serial_lines import SerialDecoder
 
-__all__ = ["RateMeter", "SerialSource", *serial_lines.__all__]
+__all__ = ["SerialSource"]
 
 log = logging.getLogger(__name__)
 

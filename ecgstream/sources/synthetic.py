@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..types import SampleChunk
+from ..core.types import SampleChunk
 from .base import FiniteSource, SourceError, SourceStats, SourceURI, parse_speed
 
 __all__ = ["EcgSynth", "SyntheticSource", "synth_ecg"]

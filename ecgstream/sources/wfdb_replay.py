@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, read_record
-from ..types import SampleChunk
+from ..core.types import SampleChunk
 from .base import FiniteSource, SourceError, SourceStats, SourceURI, parse_speed
+from .records import DataError, read_record
 
 __all__ = ["WfdbReplaySource"]
 

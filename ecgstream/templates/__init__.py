@@ -2,7 +2,7 @@
 
 One file per subject, ``<store>/<subject>.tmpl``, holds that subject's
 :class:`Template`: one unit-length centroid per enrolment sitting
-(:func:`ecgstream.matching.make_template`; ``enroll --append`` adds a
+(:func:`ecgstream.pipeline.scores.make_template`; ``enroll --append`` adds a
 sitting), their overall centroid, the id of the model that made them, the id
 of the impostor cohort the model ships (scores are normalised against it),
 and a few enrolment statistics.

@@ -1,7 +1,7 @@
 """The template: what enrolment keeps of a subject, and the errors of templates.
 
 A :class:`Template` holds one unit-length centroid per enrolment sitting
-(:func:`ecgstream.matching.make_template`; ``enroll --append`` adds a
+(:func:`ecgstream.pipeline.scores.make_template`; ``enroll --append`` adds a
 sitting), their overall centroid, the id of the model that made them, the id
 of the impostor cohort the model ships (scores are normalised against it),
 and a few enrolment statistics. It is validated on construction; how it is
@@ -132,7 +132,7 @@ class Template:
         alone), at most :data:`MAX_SITTINGS`.
     cohort_id : str or None
         Id of the impostor cohort the template was made against
-        (:class:`ecgstream.matching.Cohort`); None for version-1 files.
+        (:class:`ecgstream.pipeline.scores.Cohort`); None for version-1 files.
     """
 
     subject: str

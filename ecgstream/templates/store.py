@@ -39,7 +39,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import codec, files
 from .files import ABSENT as _ABSENT
-from .files import LOCK_SUFFIX  # noqa: F401 - importable here as before
 from .keys import KEY_BYTES, fsync_dir
 from .model import Template, TemplateError, TemplateKeyError, cohort_mismatch, validate_subject
 

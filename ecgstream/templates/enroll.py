@@ -3,8 +3,8 @@
 Quality-gated beats are collected until ``min_beats`` good beats are in and
 at least ``seconds`` of signal were seen (or the source ends); their
 embeddings' quality-weighted unit centroid is the sitting's centroid
-(:func:`ecgstream.matching.make_template` with
-:func:`~ecgstream.matching.quality_weights`). Only centroids and a few
+(:func:`ecgstream.pipeline.scores.make_template` with
+:func:`~ecgstream.pipeline.scores.quality_weights`). Only centroids and a few
 statistics are kept: no raw ECG, no per-beat embeddings (they would let a
 thief rebuild or replay more than a template).
 
@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from .dsp import BeatPipeline
-from .matching import beat_scores, make_template, quality_weights
-from .pipeline import Embedder, Matcher
-from .sources.base import Source
-from .types import SampleChunk
+from ..core.types import SampleChunk
+from ..dsp import BeatPipeline
+from ..pipeline import Embedder, Matcher
+from ..pipeline.scores import beat_scores, make_template, quality_weights
+from ..sources.base import Source
 
 __all__ = ["MIN_BEATS", "EnrolError", "EnrolResult", "append_sitting", "enrol"]
 
@@ -73,7 +73,7 @@ class EnrolResult:
 
     def template(self, subject: str, model_id: str, source: str = "", created_utc: str | None = None) -> Any:
         """This sitting as a new one-sitting :class:`~ecgstream.templates.Template`."""
-        from .templates import Template
+        from . import Template
 
         return Template(subject=subject, model_id=model_id, centroid=self.centroid, n_beats=self.n_beats,
                         created_utc=created_utc or utc_now(), quality=self.quality, source=source,
@@ -181,7 +181,7 @@ def append_sitting(template: Any, res: EnrolResult, threshold: float, created_ut
     EnrolError
         The new beats do not match the template, or model/cohort differ.
     """
-    from .templates import MAX_SITTINGS, Template
+    from . import MAX_SITTINGS, Template
 
     if res.match_score is None:
         raise EnrolError("the new sitting was not scored against the existing template")

@@ -1,6 +1,6 @@
 """The ``ecgstream`` command line.
 
-Exit codes: :mod:`ecgstream.exitcodes` (0 success, 1 a runtime failure,
+Exit codes: :mod:`ecgstream.core.exitcodes` (0 success, 1 a runtime failure,
 2 bad usage or input, 78 a configuration error).
 """
 
@@ -11,15 +11,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .exitcodes import EXIT_OK, EXIT_SIGINT, EXIT_USAGE
+from .. import __version__
+from ..core.exitcodes import EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 
 log = logging.getLogger("ecgstream")
 
 
 def _cmd_beats(args: argparse.Namespace) -> int:
-    from .dsp import BeatPipeline
-    from .sources import FiniteSource, SourceError, open_source
+    from ..dsp import BeatPipeline
+    from ..sources import FiniteSource, SourceError, open_source
 
     try:
         src = open_source(args.source)

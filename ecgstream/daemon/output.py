@@ -1,43 +1,48 @@
 """The daemon's output side: states and events to the publisher, when and how often.
 
-:class:`DaemonOutput` is the half of :class:`~ecgstream.daemon.Daemon` that
+:class:`DaemonOutput` is the half of :class:`~ecgstream.daemon.loop.Daemon` that
 turns decisions into payloads: the publish interval (states are republished
 at least every ``publish_interval_s`` so their ``valid_until`` moves), the
 trust hook's last word on an auth state, events on every change. The
-daemon inherits it; the attributes it uses are the daemon's.
+daemon holds one (``daemon.output``) and calls it; it holds what it needs:
+the publisher (``daemon.publisher`` is this one's), the run's counters, the
+trust hooks and the clocks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .daemon_state import DeviceState
-from .pipeline import AuthDecision, LivenessState
+from ..pipeline import AuthDecision, LivenessState
+from .state import DaemonStats, DeviceState
 
 __all__ = ["DaemonOutput"]
 
 
+@dataclass
 class DaemonOutput:
-    """Publishing for :class:`~ecgstream.daemon.Daemon` (see the module docs)."""
+    """Publishing for :class:`~ecgstream.daemon.loop.Daemon` (see the module docs)."""
 
-    clock: Any
-    wall: Any
     publisher: Any
-    trust: Any
-    stats: Any
+    stats: DaemonStats
+    trust: Any  # ecgstream/trust/hooks.py: the last word on an auth state
     decision_cfg: Any
     publish_interval_s: float
     model_id: str
+    clock: Callable[[], float]
+    wall: Callable[[], float]
 
-    def _publish_auth(self, dev: DeviceState, d: AuthDecision, force: bool) -> bool:
-        from .publish import auth_payload
+    def publish_auth(self, dev: DeviceState, d: AuthDecision, force: bool) -> bool:
+        from ..publish import auth_payload
 
         now = self.clock()
         if not force and now - dev.last_auth_pub < self.publish_interval_s:
             return False
         d = self.trust.decision(self, dev, d)
         if d.changed:
-            self._event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
+            self.event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
         dev.last_auth_pub = now
         dev.auth_seq += 1
         t = self.wall()
@@ -51,8 +56,8 @@ class DaemonOutput:
         self.stats.auth_published += 1
         return True
 
-    def _publish_liveness(self, dev: DeviceState, live: LivenessState, force: bool = False) -> None:
-        from .publish import liveness_payload
+    def publish_liveness(self, dev: DeviceState, live: LivenessState, force: bool = False) -> None:
+        from ..publish import liveness_payload
 
         now = self.clock()
         key = (live.live, live.leads_on, live.reasons)
@@ -60,7 +65,7 @@ class DaemonOutput:
         if not (force or changed) and now - dev.last_live_pub < self.publish_interval_s:
             return
         if changed and dev.live_key is not None:
-            self._event(dev, "liveness", {"live": live.live, "leads_on": live.leads_on}, "; ".join(live.reasons))
+            self.event(dev, "liveness", {"live": live.live, "leads_on": live.leads_on}, "; ".join(live.reasons))
         dev.live_key = key
         dev.last_live = live
         dev.last_live_pub = now
@@ -75,7 +80,7 @@ class DaemonOutput:
         self.publisher.liveness(dev.device, payload, valid_until)
         self.stats.liveness_published += 1
 
-    def _event(self, dev: DeviceState, what: str, after: dict, reason: str) -> None:
+    def event(self, dev: DeviceState, what: str, after: dict, reason: str) -> None:
         before = dev.last_event_after.get(what)
         dev.last_event_after[what] = after
         self.publisher.event(dev.device, {"what": what, "before": before, "after": after,

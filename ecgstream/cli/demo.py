@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .data import excerpt_dir
+from ..sources.records import excerpt_dir
 
 __all__ = ["run_demo", "DemoPublisher"]
 
@@ -96,11 +96,11 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
     """
     from edge import EmbeddingModel
 
-    from .daemon import Daemon
-    from .enroll import enrol
-    from .settings import DecisionConfig
-    from .sources import open_source
-    from .templates import TemplateStore, create_key_file, load_key
+    from ..core.settings import DecisionConfig
+    from ..daemon.loop import Daemon
+    from ..sources import open_source
+    from ..templates import TemplateStore, create_key_file, load_key
+    from ..templates.enroll import enrol
 
     out = out or sys.stdout
     ex = excerpt_dir()

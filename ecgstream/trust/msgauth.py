@@ -51,11 +51,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .sources.mqtt_payload import DecodedChunk, compute_mac
+from ..sources.mqtt_payload import DecodedChunk, compute_mac
 
 __all__ = ["DeviceKeyError", "DeviceKeyStore", "MessageVerifier", "KEY_BYTES", "MODES"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ecgstream.msgauth")  # the name its log lines have always carried
 
 KEY_BYTES = 32
 SUFFIX = ".dkey"
@@ -97,7 +97,7 @@ class DeviceKeyStore:
     @classmethod
     def for_config(cls, cfg: object) -> DeviceKeyStore:
         """The key store of a validated config: ``device-keys`` beside ``daemon.store``, the template key."""
-        from .templates import load_key
+        from ..templates import load_key
 
         t = cfg.templates  # type: ignore[attr-defined]
         key = load_key(key_file=t.key_file or None, key_env=t.key_env or None,

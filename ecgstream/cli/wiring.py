@@ -1,7 +1,7 @@
 """From a validated config to running parts: the model, the store, the daemon and its MQTT keywords.
 
 :func:`build_daemon` is what ``ecgstream run`` starts; the commands
-(:mod:`ecgstream.commands`, :mod:`ecgstream.cli_trust`) open the model and
+(:mod:`ecgstream.cli.commands`, :mod:`ecgstream.cli.trust`) open the model and
 the store, and turn ``[mqtt]`` into the keyword arguments of the MQTT
 source and publisher, with the functions here. Everything is imported when
 it is used: a daemon on stdout never loads the MQTT publisher, a daemon on a
@@ -28,7 +28,7 @@ def open_model(cfg) -> Any:
 
 def open_store(cfg, create_key: bool = False):
     """The template store of ``[daemon] store``, with the key that ``[templates]`` names."""
-    from .templates import TemplateStore, load_key
+    from ..templates import TemplateStore, load_key
 
     key = load_key(
         key_file=cfg.templates.key_file or None,
@@ -39,11 +39,11 @@ def open_store(cfg, create_key: bool = False):
 
 
 def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
-    """Build a :class:`~ecgstream.daemon.Daemon` from a validated config."""
-    from .daemon import Daemon
-    from .publish import StdoutPublisher, TeePublisher
-    from .sources import open_source
-    from .trust import Trust
+    """Build a :class:`~ecgstream.daemon.loop.Daemon` from a validated config."""
+    from ..daemon.loop import Daemon
+    from ..publish import StdoutPublisher, TeePublisher
+    from ..sources import open_source
+    from ..trust.hooks import Trust
 
     model = open_model(cfg)
     store = open_store(cfg)
@@ -61,8 +61,8 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     trust = Trust(cfg.attempts, cfg.input)
     trust.configure_source(source, device_keys(cfg, source), set(cfg.devices))
     if cfg.mqtt.host:
-        from .publish.discovery import Discovery
-        from .publish.mqtt import MqttPublisher
+        from ..publish.discovery import Discovery
+        from ..publish.mqtt import MqttPublisher
 
         # A connection carries one last will: with one known device it is that
         # device's availability; otherwise the daemon's own (docs/mqtt_output.md).
@@ -96,7 +96,7 @@ def device_keys(cfg, source) -> dict[str, bytes]:
     """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on."""
     if cfg.input.message_auth == "off" or not hasattr(source, "verifier"):
         return {}
-    from .msgauth import DeviceKeyStore
+    from ..trust.msgauth import DeviceKeyStore
 
     return DeviceKeyStore.for_config(cfg).load_all()
 
@@ -106,7 +106,7 @@ def tls_options(cfg) -> Any:
     m = cfg.mqtt
     if not m.tls:
         return None
-    from .mqtt.options import TlsOptions
+    from ..mqtt.options import TlsOptions
 
     return TlsOptions(ca_file=m.ca_file or None, cert_file=m.cert_file or None,
                       key_file=m.key_file or None, insecure=m.tls_insecure)
@@ -114,7 +114,7 @@ def tls_options(cfg) -> Any:
 
 def mqtt_kwargs(cfg) -> dict[str, Any]:
     """Keyword arguments of an ``mqtt://`` source from ``[mqtt]`` (credentials, TLS, protocol)."""
-    from .config import resolve_secret
+    from ..config import resolve_secret
 
     m = cfg.mqtt
     return {"username": m.username or None, "password": resolve_secret(m) if m.username else None,

@@ -2,38 +2,26 @@
 
 Modules load only when a command runs, so ``ecgstream --help`` stays fast.
 
-Every command that needs the configuration starts the same way:
-:func:`open_context` loads the file and the flags, opens the template store
-and the model as asked, and maps what goes wrong to one line on stderr and
-an exit status (:mod:`ecgstream.exitcodes`): a configuration problem,
-including a missing template key, is 78; anything else the command's own
-choice. A command body then holds only what is its own. Opening the model
-and the store, and building the daemon from the config, are
-:mod:`ecgstream.wiring` (``build_daemon`` and the other names stay
-importable from here).
+Every command that needs the configuration starts the same way, with
+:func:`~ecgstream.cli.context.open_context` (:mod:`ecgstream.cli.context`);
+a command body then holds only what is its own. Opening the model and the
+store, and building the daemon from the config, are
+:mod:`ecgstream.cli.wiring`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ..core.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from .context import config_error, exits, failing, open_context
 from .wiring import build_daemon
-from .wiring import device_keys as _device_keys  # noqa: F401 - the old names stay importable here
-from .wiring import mqtt_kwargs as _mqtt_kwargs  # noqa: F401
-from .wiring import open_model as _model
-from .wiring import open_store as _store
-from .wiring import publisher_kwargs as _publisher_kwargs  # noqa: F401
-from .wiring import tls_options as _tls  # noqa: F401
 
 log = logging.getLogger("ecgstream")
 
@@ -97,130 +85,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="model-card threshold used (default eer; the daemon's default is far_0.001)")
     d.set_defaults(func=cmd_demo)
 
-    from . import cli_trust  # watch, device-key
+    from . import trust as cli_trust  # watch, device-key
 
     cli_trust.add_parsers(sub, common)
-    from .fleet import cli as fleet_cli  # nats-config (issue 10)
+    from ..fleet import cli as fleet_cli  # nats-config (issue 10)
 
     fleet_cli.add_parsers(sub)
     try:
-        from . import cli_verify
+        from . import verify as cli_verify
     except ImportError:  # pragma: no cover - cli_verify ships with the package
         return
     cli_verify.add_parser(sub)
 
 
-# -- shared helpers ---------------------------------------------------------------
-class CommandExit(Exception):
-    """End a command with ``code``; the reason is printed already."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-@dataclass
-class Context:
-    """What a command works with: the validated config, and the store and model it asked for."""
-
-    cfg: Any
-    store: Any = None
-    model: Any = None
-
-
-def open_context(args: argparse.Namespace, command: str, *, store: bool = True, model: bool = False,
-                 check: Callable[[Any], None] | None = None, other_errors: int = EXIT_FAIL,
-                 config_errors: tuple[type[BaseException], ...] = ()) -> Context:
-    """Load the config (file and flags), then open the store and the model as asked.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The command's arguments (``--config``, ``--store``, ... flags).
-    command : str
-        The command's name, for messages (``"enroll"``).
-    store, model : bool
-        Open the template store (with its key) / the embedding model.
-    check : callable, optional
-        ``check(cfg)`` after loading; may raise ``ConfigError``.
-    other_errors : int
-        Exit status for any other failure (a bad model, card, key or store).
-    config_errors : tuple of exception types
-        Further exceptions that count as configuration problems (78).
-
-    Raises
-    ------
-    CommandExit
-        After printing the reason on stderr.
-    """
-    from .config import ConfigError
-
-    try:
-        cfg = _load_config(args, _overrides(args))
-        if check is not None:
-            check(cfg)
-        ctx = Context(cfg)
-        if store:
-            ctx.store = _store(cfg)
-        if model:
-            ctx.model = _model(cfg)
-        return ctx
-    except (ConfigError, KeyError, *config_errors) as exc:
-        raise CommandExit(_config_error(exc)) from None
-    except Exception as exc:  # model, card, key or store problems: one clear line
-        print(f"ecgstream {command}: {exc}", file=sys.stderr)
-        raise CommandExit(other_errors) from None
-
-
-def _load_config(args: argparse.Namespace, overrides: dict[str, Any]):
-    from .config import load_config
-
-    return load_config(getattr(args, "config", None), overrides)
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    o: dict[str, Any] = {}
-    for attr, key in (("source", "daemon.source"), ("store", "daemon.store"), ("model", "daemon.model"),
-                      ("speed", "daemon.speed"), ("mqtt_host", "mqtt.host"), ("mqtt_port", "mqtt.port"),
-                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point")):
-        v = getattr(args, attr, None)
-        if v is not None:
-            o[key] = v
-    return o
-
-
-def _config_error(exc: Exception) -> int:
-    print(f"ecgstream: configuration error:\n{exc}", file=sys.stderr)
-    return EXIT_CONFIG
-
-
-@contextlib.contextmanager
-def failing(command: str, *errors: type[BaseException], code: int = EXIT_FAIL) -> Iterator[None]:
-    """Map ``errors`` raised in the block to one line on stderr and :class:`CommandExit` ``code``."""
-    try:
-        yield
-    except errors as exc:
-        print(f"ecgstream {command}: {exc}", file=sys.stderr)
-        raise CommandExit(code) from None
-
-
-def _exits(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn a :class:`CommandExit` raised in a command into its exit status."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return cmd(args)
-        except CommandExit as e:
-            return e.code
-
-    run.__name__ = run.__qualname__ = cmd.__name__
-    run.__doc__ = cmd.__doc__
-    return run
-
-
 # -- commands ---------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     try:
         load_config(args.config, {})
@@ -231,9 +111,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_exits
+@exits
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .templates import create_key_file
+    from ..templates import create_key_file
 
     with failing("keygen", FileExistsError, OSError):
         create_key_file(args.path)
@@ -241,9 +121,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_exits
+@exits
 def cmd_templates_list(args: argparse.Namespace) -> int:
-    from .templates import TemplateError
+    from ..templates import TemplateError
 
     ctx = open_context(args, "templates list", config_errors=(TemplateError,))
     store = ctx.store
@@ -257,9 +137,9 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
     return EXIT_FAIL if store.last_report.broken else EXIT_OK
 
 
-@_exits
+@exits
 def cmd_templates_remove(args: argparse.Namespace) -> int:
-    from .templates import TemplateError
+    from ..templates import TemplateError
 
     ctx = open_context(args, "templates remove")
     with failing("templates remove", TemplateError, FileNotFoundError):
@@ -268,11 +148,11 @@ def cmd_templates_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_exits
+@exits
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .enroll import EnrolError, enrol
-    from .sources import SourceError, open_source
-    from .templates import TemplateError
+    from ..sources import SourceError, open_source
+    from ..templates import TemplateError
+    from ..templates.enroll import EnrolError, enrol
 
     ctx = open_context(args, "enroll", model=True)
     store, model = ctx.store, ctx.model
@@ -299,8 +179,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress,
                     against=existing)
         if existing is not None:
-            from .decision import Thresholds
-            from .enroll import append_sitting, utc_now
+            from ..pipeline.decide import Thresholds
+            from ..templates.enroll import append_sitting, utc_now
 
             thr, _ = Thresholds.from_card(model.card.thresholds, "eer").for_beats(res.n_beats)
             tmpl = append_sitting(existing, res, thr, utc_now())
@@ -319,12 +199,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_exits
+@exits
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .notify import SystemdNotifier
-    from .publish import PublishError
-    from .sources import SourceError
+    from ..config import ConfigError
+    from ..daemon.notify import SystemdNotifier
+    from ..publish import PublishError
+    from ..sources import SourceError
 
     def check(cfg: Any) -> None:
         if not args.verbose:
@@ -337,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         daemon = build_daemon(cfg, notifier=SystemdNotifier(), subject=args.subject)
     except (ConfigError, KeyError, SourceError) as exc:
-        return _config_error(exc)
+        return config_error(exc)
     except Exception as exc:
         print(f"ecgstream run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -364,6 +244,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def excerpt_record(person: int, rec: int) -> Path:
     """Path of a record of the shipped ECG-ID excerpt."""
-    from .data import excerpt_dir
+    from ..sources.records import excerpt_dir
 
     return excerpt_dir() / f"Person_{person:02d}" / f"rec_{rec}"

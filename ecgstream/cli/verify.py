@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from .exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ..core.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 #: ``verify`` answers with its exit status: accept is success, reject a failure.
 EXIT_ACCEPT, EXIT_REJECT = EXIT_OK, EXIT_FAIL
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``verify``; returns the exit code (see module docs)."""
     from edge import EmbeddingModel, ModelError
 
-    from .api import verify_records
-    from .data import DataError
+    from ..api import verify_records
+    from ..sources.records import DataError
 
     channel: int | str = int(args.channel) if str(args.channel).isdigit() else args.channel
     try:

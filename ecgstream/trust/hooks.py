@@ -1,13 +1,14 @@
 """The daemon's trust boundary: message authentication, device limits, attempt limits.
 
 One object, :class:`Trust`, that the daemon calls at three points (the
-hooks in :mod:`ecgstream.daemon` are one line each):
+hooks in :mod:`ecgstream.daemon.loop` are one line each):
 
 * ``attach(daemon)`` at construction: sources that can refuse chunks
   (:class:`~ecgstream.sources.mqtt_source.MqttSource`) report each refusal
   to :meth:`Trust.untrusted` (paho's network thread; a bounded deque);
-* ``decision(daemon, dev, d)`` before every auth publish: the attempt
-  limiter (:mod:`ecgstream.attempts`) may hold the state at ``unknown``
+* ``decision(output, dev, d)`` before every auth publish (the daemon's
+  :class:`~ecgstream.daemon.output.DaemonOutput`): the attempt
+  limiter (:mod:`ecgstream.trust.attempts`) may hold the state at ``unknown``
   and emits the ``lockout`` event;
 * ``tick(daemon)`` on the processing thread's tick: every device whose
   chunks were refused since the last tick goes ``unknown`` and gets one
@@ -20,7 +21,7 @@ hooks in :mod:`ecgstream.daemon` are one line each):
   and counted in ``stats["devices_refused"]``.
 
 :meth:`Trust.configure_source` (called by ``build_daemon``) gives an MQTT
-source its :class:`~ecgstream.msgauth.MessageVerifier` and device limit
+source its :class:`~ecgstream.trust.msgauth.MessageVerifier` and device limit
 from ``[input]``.
 """
 
@@ -31,12 +32,12 @@ import threading
 from collections import deque
 from typing import Any
 
+from ..core.settings import AttemptsConfig, InputConfig
 from .attempts import AttemptLimiter
-from .settings import AttemptsConfig, InputConfig
 
 __all__ = ["Trust"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ecgstream.trust")  # the name its log lines have always carried
 
 
 class Trust:
@@ -105,14 +106,14 @@ class Trust:
             self._alerts.append((device, reason))
 
     # -- the processing thread --------------------------------------------------------
-    def decision(self, daemon: Any, dev: Any, d: Any) -> Any:
-        out, ev = self.attempts.apply(dev.device, d, daemon.clock())
+    def decision(self, output: Any, dev: Any, d: Any) -> Any:
+        out, ev = self.attempts.apply(dev.device, d, output.clock())
         if ev is not None:
             after = {"locked": ev.started, "until": None if ev.until is None else
-                     round(daemon.wall() + (ev.until - daemon.clock()), 3), "failures": ev.failures}
+                     round(output.wall() + (ev.until - output.clock()), 3), "failures": ev.failures}
             if ev.started:
                 log.warning("device %s: %s", dev.device, ev.reason)
-            daemon._event(dev, "lockout", after, ev.reason)
+            output.event(dev, "lockout", after, ev.reason)
         return out
 
     def tick(self, daemon: Any) -> None:
@@ -130,8 +131,8 @@ class Trust:
             if dev is None:
                 continue  # never streamed: nothing to withdraw; the source counted it
             if dev.decider is not None:
-                daemon._publish_auth(dev, dev.decider.reset(f"untrusted input: {reason}"), force=True)
-            daemon._event(dev, "input", {"refused_chunks": n}, reason)
+                daemon.output.publish_auth(dev, dev.decider.reset(f"untrusted input: {reason}"), force=True)
+            daemon.output.event(dev, "input", {"refused_chunks": n}, reason)
 
     @property
     def counters(self) -> dict[str, int]:

@@ -30,30 +30,32 @@ from typing import Any
 
 import numpy as np
 
-from .daemon_output import DaemonOutput
-from .daemon_state import DaemonStats, DeviceState
-from .dsp import BeatPipeline, DspConfig
-from .dsp.fleet import FleetDsp
-from .pipeline import (
+from ..core.settings import AdaptationConfig, DecisionConfig, LivenessConfig
+from ..core.types import Beat, SampleChunk
+from ..dsp import BeatPipeline, DspConfig
+from ..dsp.fleet import FleetDsp
+from ..pipeline import (
     UNKNOWN,
+    Decider,
     Embedder,
     LivenessState,
+    LivenessTracker,
     Matcher,
     Thresholds,
 )
-from .settings import AdaptationConfig, DecisionConfig, LivenessConfig
-from .sources.base import Source
-from .trust import Trust
-from .types import Beat, SampleChunk
+from ..sources.base import Source
+from ..trust.hooks import Trust
+from .output import DaemonOutput
+from .state import DaemonStats, DeviceState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ecgstream.daemon")  # the name its log lines have always carried
 
 __all__ = ["Daemon", "DaemonStats"]
 
 _WARMUP_ONLY = frozenset({"warmup"})
 
 
-class Daemon(DaemonOutput):
+class Daemon:
     """Continuous authentication over one or more sources.
 
     Parameters
@@ -115,7 +117,6 @@ class Daemon(DaemonOutput):
         self.embed = Embedder(embedder)
         self.dsp = FleetDsp()  # the DSP of all devices of a round, batched
         self.templates = templates
-        self.publisher = publisher
         self.bindings = dict(bindings or {})
         self.default_subject = default_subject
         self.identify = identify
@@ -140,13 +141,12 @@ class Daemon(DaemonOutput):
         cid = self.cohort.id if self.cohort is not None else None
         for t in templates.values():
             if cid is not None and getattr(t, "cohort_id", None) != cid:
-                from .templates import cohort_mismatch
+                from ..templates import cohort_mismatch
 
                 raise ValueError(cohort_mismatch(t, cid))
         self.adaptation_cfg = adaptation_cfg or AdaptationConfig()
         self._adapt_policy = self.adaptation_cfg.policy()
         self.queue: queue.Queue[SampleChunk] = queue.Queue(maxsize=queue_max_chunks)
-        self.publish_interval_s = publish_interval_s
         self.exit_when_sources_end = exit_when_sources_end
         self.expected_fs = dict(expected_fs or {})
         self.max_round_chunks = 64
@@ -163,9 +163,20 @@ class Daemon(DaemonOutput):
                 raise KeyError(f"subject {subj!r} bound to device {dev!r} has no template; enrol first")
         if default_subject is not None and default_subject not in templates:
             raise KeyError(f"subject {default_subject!r} has no template; enrol first")
-        self.trust = trust if trust is not None else Trust()  # ecgstream/trust.py: input, attempt limits
+        self.trust = trust if trust is not None else Trust()  # ecgstream/trust/hooks.py: input, attempt limits
         self.trust.attach(self)
+        self.output = DaemonOutput(publisher, self.stats, self.trust, self.decision_cfg, publish_interval_s,
+                                   self.model_id, clock, wall)
         self.fleet: Any = None  # ecgstream/fleet/group.py: a daemon of a group (admit, tick)
+
+    @property
+    def publisher(self) -> Any:
+        """The publisher the daemon's output sends to (a group daemon wraps it after construction)."""
+        return self.output.publisher
+
+    @publisher.setter
+    def publisher(self, publisher: Any) -> None:
+        self.output.publisher = publisher
 
     # -- templates ---------------------------------------------------------
     def subjects_for(self, device: str) -> tuple[list[str], Matcher | None]:
@@ -257,6 +268,14 @@ class Daemon(DaemonOutput):
                 break
         return batch
 
+    def _new_device(self, device: str, fs_hz: float) -> DeviceState:
+        pipeline = BeatPipeline(device, fs_hz, self.dsp_cfg)
+        liveness = LivenessTracker(fs_hz, self.liveness_cfg, self.rate_speed)
+        subjects, matcher = self.subjects_for(device)
+        decider = Decider(subjects, self.thresholds, self.decision_cfg) if subjects else None
+        return DeviceState(device, fs_hz, pipeline=pipeline, liveness=liveness, subjects=subjects,
+                           matcher=matcher, decider=decider, now=self.clock())
+
     def _device(self, chunk: SampleChunk) -> DeviceState:
         want = self.expected_fs.get(chunk.device)
         if want is not None and chunk.fs_hz != want:
@@ -266,7 +285,7 @@ class Daemon(DaemonOutput):
             if dev is not None:
                 log.warning("device %s changed rate %.1f -> %.1f Hz: restarting its pipeline",
                             chunk.device, dev.fs, chunk.fs_hz)
-            dev = DeviceState(chunk.device, chunk.fs_hz, self)
+            dev = self._new_device(chunk.device, chunk.fs_hz)
             self.devices[chunk.device] = dev
             self.publisher.availability(chunk.device, True)
         return dev
@@ -310,12 +329,12 @@ class Daemon(DaemonOutput):
                     e = emb[gi]
                     gi += 1
                     self._decide(dev, b, e, live, arrival)
-                self._publish_liveness(dev, live)
+                self.output.publish_liveness(dev, live)
             self._contact(dev, off)
 
     def _admit(self, chunk: SampleChunk) -> DeviceState | None:
         """The chunk's device, or None if the chunk is refused before its DSP."""
-        if not self.trust.admit(self, chunk):  # ecgstream/trust.py: the device limit
+        if not self.trust.admit(self, chunk):  # ecgstream/trust/hooks.py: the device limit
             return None
         if self.fleet is not None and not self.fleet.admit(chunk.device):  # another daemon's now
             return None
@@ -355,7 +374,7 @@ class Daemon(DaemonOutput):
             st.adaptations += 1
         if dev.device not in st.first_decision_s and d.state != UNKNOWN:
             st.first_decision_s[dev.device] = b.r_time_s
-        if self._publish_auth(dev, d, force=d.changed):
+        if self.output.publish_auth(dev, d, force=d.changed):
             st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
 
     def _matchable(self, b: Beat) -> bool:
@@ -367,8 +386,8 @@ class Daemon(DaemonOutput):
             if dev.matcher is not None:
                 dev.matcher.reset("leads off")
             if dev.decider is not None:
-                self._publish_auth(dev, dev.decider.reset("leads off"), force=True)
-            self._publish_liveness(dev, dev.liveness.state(True), force=True)
+                self.output.publish_auth(dev, dev.decider.reset("leads off"), force=True)
+            self.output.publish_liveness(dev, dev.liveness.state(True), force=True)
         dev.leads_off = off
 
     def _tick(self, now: float) -> None:
@@ -386,20 +405,20 @@ class Daemon(DaemonOutput):
                 dev.silent = True
                 log.warning("device %s: no samples for %.1f s", dev.device, silent_for)
                 if dev.decider is not None:
-                    self._publish_auth(dev, dev.decider.reset(f"no samples for {silent_for:.0f} s"), force=True)
+                    self.output.publish_auth(dev, dev.decider.reset(f"no samples for {silent_for:.0f} s"), force=True)
                 live = dev.liveness.state(True)
-                self._publish_liveness(dev, live, force=True)
+                self.output.publish_liveness(dev, live, force=True)
                 continue
             if dev.decider is not None and not dev.silent:
                 d = dev.decider.tick(dev.stream_t, live.failed)
-                self._publish_auth(dev, d, force=d.changed)
-            self._publish_liveness(dev, live)
+                self.output.publish_auth(dev, d, force=d.changed)
+            self.output.publish_liveness(dev, live)
 
     def drop_device(self, device: str, reason: str) -> None:
         """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""
         dev = self.devices.pop(device, None)
         if dev is not None and dev.decider is not None:
-            self._publish_auth(dev, dev.decider.reset(reason), force=True)
+            self.output.publish_auth(dev, dev.decider.reset(reason), force=True)
 
     def _finish_streams(self) -> None:
         """All sources ended: decide on the beats still in the pipelines."""
@@ -414,7 +433,7 @@ class Daemon(DaemonOutput):
         """Clean stop: every state to unknown, availability offline."""
         for dev in self.devices.values():
             if dev.decider is not None:
-                self._publish_auth(dev, dev.decider.reset("daemon stopped"), force=True)
+                self.output.publish_auth(dev, dev.decider.reset("daemon stopped"), force=True)
         try:
             self.publisher.close()
         except Exception as exc:  # a failing broker must not hide the exit code

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from .dsp import BeatPipeline
-from .pipeline import Decider, LivenessState, LivenessTracker
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from ..dsp import BeatPipeline
+from ..pipeline import Decider, LivenessState, LivenessTracker, Matcher
 
 __all__ = ["DaemonStats", "DeviceState"]
 
@@ -37,21 +33,25 @@ class DaemonStats:
 
 
 class DeviceState:
-    """All per-device state, owned by the processing thread."""
+    """All per-device state, owned by the processing thread.
 
-    def __init__(self, device: str, fs_hz: float, daemon: Daemon) -> None:
+    The daemon builds the stages (:meth:`~ecgstream.daemon.loop.Daemon._device`);
+    this holds them with the device's publish times and contact state.
+    """
+
+    def __init__(self, device: str, fs_hz: float, *, pipeline: BeatPipeline, liveness: LivenessTracker,
+                 subjects: list[str], matcher: Matcher | None, decider: Decider | None,
+                 now: float) -> None:
         self.device = device
         self.fs = fs_hz
-        self.pipeline = BeatPipeline(device, fs_hz, daemon.dsp_cfg)
-        self.liveness = LivenessTracker(fs_hz, daemon.liveness_cfg, daemon.rate_speed)
-        self.subjects, self.matcher = daemon.subjects_for(device)
-        self.decider = (
-            Decider(self.subjects, daemon.thresholds, daemon.decision_cfg) if self.subjects else None
-        )
+        self.pipeline = pipeline
+        self.liveness = liveness
+        self.subjects, self.matcher = subjects, matcher
+        self.decider = decider
         self.auth_seq = 0
         self.last_auth_pub = -1e18
         self.last_live_pub = -1e18
-        self.last_chunk_host = daemon.clock()
+        self.last_chunk_host = now
         self.leads_off = True
         self.live_key: tuple | None = None
         self.last_live: LivenessState | None = None

@@ -8,7 +8,7 @@ so that a lapsing ``valid_until`` is noticed with no new message. With
 answer and exits 0 when authenticated, 1 when not (a script's ``if``).
 
 ``ecgstream device-key add|list|remove``: the per-device message keys
-(:mod:`ecgstream.msgauth`).
+(:mod:`ecgstream.trust.msgauth`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from .exitcodes import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ..core.exitcodes import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -64,8 +64,8 @@ def _reader_kwargs(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .commands import CommandExit, open_context
-    from .reader import AuthReader
+    from ..reader import AuthReader
+    from .context import CommandExit, open_context
 
     try:
         cfg = open_context(args, "watch", store=False).cfg
@@ -115,22 +115,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace, command: str):  # noqa: ANN202
-    from .commands import open_context
-    from .msgauth import DeviceKeyStore
-    from .templates import TemplateError
+    from ..templates import TemplateError
+    from ..trust.msgauth import DeviceKeyStore
+    from .context import open_context
 
     ctx = open_context(args, command, store=False)
     try:
         return DeviceKeyStore.for_config(ctx.cfg)
     except (KeyError, TemplateError) as exc:  # no or a bad template key: a configuration problem
-        from .commands import CommandExit, _config_error
+        from .context import CommandExit, config_error
 
-        raise CommandExit(_config_error(exc)) from None
+        raise CommandExit(config_error(exc)) from None
 
 
 def cmd_device_key_add(args: argparse.Namespace) -> int:
-    from .commands import CommandExit
-    from .msgauth import DeviceKeyError
+    from ..trust.msgauth import DeviceKeyError
+    from .context import CommandExit
 
     try:
         keys = _keys(args, "device-key add")
@@ -147,7 +147,7 @@ def cmd_device_key_add(args: argparse.Namespace) -> int:
 
 
 def cmd_device_key_list(args: argparse.Namespace) -> int:
-    from .commands import CommandExit
+    from .context import CommandExit
 
     try:
         keys = _keys(args, "device-key list")
@@ -159,8 +159,8 @@ def cmd_device_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_device_key_remove(args: argparse.Namespace) -> int:
-    from .commands import CommandExit
-    from .msgauth import DeviceKeyError
+    from ..trust.msgauth import DeviceKeyError
+    from .context import CommandExit
 
     try:
         keys = _keys(args, "device-key remove")

@@ -8,7 +8,7 @@ makes new ones). ``max_failures`` of them within ``window_s`` lock the
 device for ``lockout_s``: every ``authenticated`` decision is published as
 ``unknown`` ("locked out ...") until the lock ends. An ``authenticated``
 decision outside a lock clears the count. Settings:
-:class:`ecgstream.settings.AttemptsConfig` (``[attempts]``).
+:class:`ecgstream.core.settings.AttemptsConfig` (``[attempts]``).
 
 :class:`AttemptLimiter` is pure (host time passed in), one entry per device.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .decision import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
-from .settings import AttemptsConfig
+from ..core.settings import AttemptsConfig
+from ..pipeline.decide import AUTHENTICATED, REJECTED, UNKNOWN, AuthDecision
 
 __all__ = ["AttemptLimiter", "Lockout"]
 

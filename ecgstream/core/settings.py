@@ -1,9 +1,9 @@
 """Typed settings of the decision and liveness stages.
 
 They live here, apart from the stages, so that the config loader, the stages
-and the tests share one definition. They are :func:`ecgstream.fields.section`
+and the tests share one definition. They are :func:`ecgstream.core.fields.section`
 models: strict types, limits declared beside each field, unknown keys
-refused; a bad value raises :class:`ecgstream.fields.SettingsError` (a
+refused; a bad value raises :class:`ecgstream.core.fields.SettingsError` (a
 ``ValueError``) that names the field. Every field documents itself
 (``description``); ``docs/config.md`` is generated from these.
 """
@@ -112,14 +112,14 @@ class AdaptationConfig:
         0.9, description="Least cosine between the adapted and the enrolled centroid: no sequence of "
         "accepted beats can move a template further.")
 
-    def policy(self):  # noqa: ANN201 - ecgstream.matching is imported lazily
-        """The :class:`ecgstream.matching.AdaptationPolicy` of these settings."""
-        from .matching import AdaptationPolicy
+    def policy(self):  # noqa: ANN201 - ecgstream.pipeline.scores is imported lazily
+        """The :class:`ecgstream.pipeline.scores.AdaptationPolicy` of these settings."""
+        from ..pipeline.scores import AdaptationPolicy
 
         return AdaptationPolicy(rate=self.rate, floor=self.floor)
 
 
-# -- the trust boundary (issue 11): ecgstream/attempts.py, ecgstream/trust.py ------------------
+# -- the trust boundary (issue 11): ecgstream/trust/attempts.py, ecgstream/trust/hooks.py ------------------
 @section
 class AttemptsConfig:
     """Limits on failed attempts (NIST SP 800-63B, 5.2.3: a biometric verifier limits

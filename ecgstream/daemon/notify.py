@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 __all__ = ["SystemdNotifier"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ecgstream.notify")  # the name its log lines have always carried
 
 
 class SystemdNotifier:

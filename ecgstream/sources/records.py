@@ -61,7 +61,7 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
             return cand.resolve()
     raise DataError(
         "no ECG data directory: set ECGSTREAM_DATA (or pass a directory), or download "
-        "with `python -m ecgstream.data download ecgiddb DIR`"
+        "with `python -m ecgstream.sources.records download ecgiddb DIR`"
     )
 
 
@@ -226,5 +226,5 @@ if __name__ == "__main__":  # pragma: no cover - thin CLI
     if len(sys.argv) == 4 and sys.argv[1] == "download":
         print(download(sys.argv[2], sys.argv[3]))
     else:
-        print("usage: python -m ecgstream.data download {ecgiddb|mitdb} DIR", file=sys.stderr)
+        print("usage: python -m ecgstream.sources.records download {ecgiddb|mitdb} DIR", file=sys.stderr)
         sys.exit(2)

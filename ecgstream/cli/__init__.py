@@ -1,0 +1,1 @@
+"""The command line: ``ecgstream`` and its subcommands (``main.py`` is the entry point)."""

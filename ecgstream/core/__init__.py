@@ -1,0 +1,1 @@
+"""The shared basics: the types passed between stages, the typed settings, exit codes, backoff."""

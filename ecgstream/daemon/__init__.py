@@ -1,0 +1,1 @@
+"""The daemon: its processing loop, what it keeps per device, and its output."""
