@@ -16,9 +16,9 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from ecgstream.data import excerpt_dir, read_record
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import BeatPipeline, Conditioner, DspConfig, extract_beats
-from ecgstream.types import SampleChunk
+from ecgstream.sources.records import excerpt_dir, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 PTBXL = REPO / "data" / "ptbxl-excerpt"

@@ -128,7 +128,7 @@ def build_beatset(
     mitdb : bool
         Also cut all 48 MIT-BIH records (channel 0) as extra identities.
     data_root : str, optional
-        Data directory (see :func:`ecgstream.data.data_root`).
+        Data directory (see :func:`ecgstream.sources.records.data_root`).
     cache_dir : path-like, optional
         Where to keep the cut set between runs (None: no cache).
     ecgid_root : path-like, optional

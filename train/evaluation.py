@@ -37,7 +37,7 @@ def baseline_embed(windows: np.ndarray, eps_mv: float = 0.01) -> np.ndarray:
     Cosine similarity of two such vectors is the Pearson correlation of the
     beats, and the cosine with the unit centroid of enrolment beats is the
     correlation with the mean z-scored enrolment beat: the baseline of the
-    issue, scored by the very same ``ecgstream.matching`` functions.
+    issue, scored by the very same ``ecgstream.pipeline.scores`` functions.
     """
     z = normalise_beats(windows, eps_mv).astype(np.float64)
     return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
@@ -103,7 +103,7 @@ def card_thresholds(scores: dict) -> dict:
     """The card's ``thresholds`` block from verification scores by fused count."""
     th = thresholds_from(scores)
     out = {
-        "score": "cosine of unit embedding and unit template centroid (ecgstream.matching); "
+        "score": "cosine of unit embedding and unit template centroid (ecgstream.pipeline.scores); "
                  "fused = mean of k consecutive good-beat scores; accept when score >= threshold",
         "single": th["1"],
         "fused": {"beats": FUSED_K, **th[str(FUSED_K)]},
@@ -116,7 +116,7 @@ def card_thresholds_from(th: dict[str, dict[str, float]]) -> dict:
     """The card's ``thresholds`` block from thresholds by fused count (``{"1": {op: t}, ...}``)."""
     return {
         "score": "per beat: best over the subject's sittings of the cosine of the beat's unit embedding "
-                 "with the sitting's quality-weighted unit centroid (ecgstream.matching.Scorer, "
+                 "with the sitting's quality-weighted unit centroid (ecgstream.pipeline.scores.Scorer, "
                  "normalised as the card's score block says); fused = mean of k consecutive good-beat "
                  "scores; accept when score >= threshold",
         "single": th["1"],

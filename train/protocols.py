@@ -1,7 +1,7 @@
 """Evaluation protocols on persons unseen in training (numpy only).
 
 Every protocol takes unit embeddings of a held-out :class:`~train.data.BeatSet`
-and scores them with :mod:`ecgstream.matching`, the daemon's own template,
+and scores them with :mod:`ecgstream.pipeline.scores`, the daemon's own template,
 beat and fused scores, so that the thresholds found here are thresholds of
 exactly the score the daemon computes.
 """
@@ -38,11 +38,11 @@ class Matcher:
     Attributes
     ----------
     norm : str
-        ``none`` or ``znorm`` (:class:`ecgstream.matching.Scorer`).
+        ``none`` or ``znorm`` (:class:`ecgstream.pipeline.scores.Scorer`).
     cohort : Cohort or None
         Impostor cohort for ``znorm`` (made from the training persons only).
     weighted : bool
-        Quality-weighted enrolment centroid (:func:`ecgstream.matching.quality_weights`).
+        Quality-weighted enrolment centroid (:func:`ecgstream.pipeline.scores.quality_weights`).
     enrol_beats : int or None
         Use only the first ``enrol_beats`` good beats of the enrolment record
         (the enrolment-length trade-off); None: all.
@@ -302,7 +302,7 @@ def adaptive_crossday(
 
     Each person recorded on several dates is enrolled on their first record
     of their first day; then all their other records are streamed in time
-    order through one :class:`~ecgstream.matching.Scorer` (the daemon kept
+    order through one :class:`~ecgstream.pipeline.scores.Scorer` (the daemon kept
     running between sittings). Every beat is scored *before* it may adapt the
     template; it adapts (``Scorer.adapt`` with ``policy``) when the fused
     score of the last ``k`` beats is at least ``threshold + margin`` over a

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgstream.data import DataError, data_root
+from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import DspConfig
 from ecgstream.dsp.beats import BeatPipeline
 from ecgstream.dsp.conditioner import Conditioner
-from ecgstream.types import SampleChunk
+from ecgstream.sources.records import DataError, data_root
 
 from .data import dsp_source_digest
 

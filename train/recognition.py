@@ -4,7 +4,7 @@ Input: for each fold of a subject-disjoint split, the int8 LiteRT embeddings
 of *every* beat by the model trained without that fold's persons. Each
 held-out person is scored only by the fold model that never saw them, the
 cohort of each fold is made from that fold's *training* persons, and every
-score is the daemon's own (:class:`ecgstream.matching.Scorer`). One function
+score is the daemon's own (:class:`ecgstream.pipeline.scores.Scorer`). One function
 serves ``python -m train`` (which trains the folds) and
 ``python -m train.evaluate --run`` (which re-embeds with the saved fold
 models), so both print the same figures.

@@ -78,7 +78,7 @@ def _markdown(r: dict) -> str:
              f"{r['machine']['tensorflow']}). Every figure below is measured in that run on "
              "persons **never seen in training**; `int8` is the shipped full-integer model on "
              "LiteRT (XNNPACK, 1 thread), the runtime the daemon uses. The score is exactly the "
-             "daemon's (`ecgstream.matching`): cosine of a beat's embedding with the unit centroid "
+             "daemon's (`ecgstream.pipeline.scores`): cosine of a beat's embedding with the unit centroid "
              "of the enrolment record's embeddings; *fused k* is the mean of k consecutive good "
              "beats' scores. Figures are `EER / TAR at FAR 0.1 %`.\n")
     L.append(f"## Seed protocol ({len(s['heldout_persons'])} held-out persons)\n")
@@ -214,7 +214,7 @@ def _recognition_md(r: dict) -> list[str]:
     ship = "weighted+znorm" if r.get("score_norm", {}).get("chosen") == "znorm" else "weighted"
     L.append("## Recognition across sessions: what the daemon computes (cross-validated)\n")
     L.append(f"Every ECG-ID person is scored only by the fold model ({len(rec['folds'])} folds) that never saw "
-             "them, with the daemon's own matcher (`ecgstream.matching.Scorer`). Verification: enrol on the "
+             "them, with the daemon's own matcher (`ecgstream.pipeline.scores.Scorer`). Verification: enrol on the "
              "first record, probe with the others; cross-day: enrol on the first record of the first date, "
              "probe with later dates' records (impostors: all other held-out persons' probe records). "
              "*With adaptation*: the person's records streamed in time order through one Scorer that folds "

@@ -69,7 +69,7 @@ def git_commit() -> str:
                               text=True, check=True).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "train", "edge/preprocess.py", "edge/runtime.py",
-             "edge/card.py", "ecgstream/dsp", "ecgstream/matching.py"],
+             "edge/card.py", "ecgstream/dsp", "ecgstream/pipeline/scores.py"],
             cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

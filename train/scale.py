@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgstream.dsp import DspConfig
-from ecgstream.matching import Cohort, make_template
+from ecgstream.pipeline.scores import Cohort, make_template
 from edge.preprocess import NORMALISATION, normalise_beats
 from edge.runtime import LiteRTEmbedder
 

@@ -1,6 +1,6 @@
 """Figures of issue 15's goal table for one embedding, every one on persons it never saw.
 
-Everything is scored by :mod:`ecgstream.matching` (quality-weighted unit
+Everything is scored by :mod:`ecgstream.pipeline.scores` (quality-weighted unit
 centroid of the enrolment, cosine per beat, mean of consecutive good beats),
 the daemon's own scoring, through :class:`train.protocols.Matcher`.
 

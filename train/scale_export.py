@@ -141,8 +141,8 @@ def _metrics(r: dict) -> dict:
 
 def export(out: Path, install: bool, data: str | None = None) -> dict:
     """Write ``out/model.json`` (+ cohort, probability, seed figures) and optionally install it."""
-    from ecgstream.data import SEED_HELDOUT
-    from ecgstream.matching import Cohort
+    from ecgstream.pipeline.scores import Cohort
+    from ecgstream.sources.records import SEED_HELDOUT
 
     from .data import build_beatset
     from .evaluate import reevaluate
