@@ -136,6 +136,7 @@ class MqttPublisher:
         self._lock = threading.RLock()
         self._client: Any = None
         self._connected = False
+        self._ever_connected = False  # a will is registered only once a connection is up
         self._conn: MqttConnection | None = None
         self._announced: dict[str, bool] = {}
         self._states = LatestStates()
@@ -202,6 +203,16 @@ class MqttPublisher:
             conn.join(timeout_s + 2.0)
             raise PublishError(f"MQTT broker {self.host}:{self.port}: {why}")
 
+    def failure(self) -> str | None:
+        """Why this run's states never reached anyone (the broker never answered), else None.
+
+        The daemon exits non-zero on it: a run that published nothing did not succeed.
+        """
+        if self._conn is None or self._ever_connected:
+            return None
+        return (f"MQTT broker {self.host}:{self.port} was never reached "
+                f"({self.last_error or 'no answer'}): nothing was published")
+
     @property
     def last_error(self) -> str | None:
         """Why the last connection attempt failed (None after a success)."""
@@ -222,8 +233,13 @@ class MqttPublisher:
             if connected and self.daemon_topic is not None:
                 self._send(self.daemon_topic, "offline", retain=True, kind="daemon")
             if not connected and self._conn is not None:
-                log.warning("MQTT close while disconnected from %s:%d: 'offline' not published "
-                            "(the last will on %s covers it)", self.host, self.port, self.will_topic)
+                if self._ever_connected:
+                    log.warning("MQTT close while disconnected from %s:%d: 'offline' not published "
+                                "(the last will on %s covers it)", self.host, self.port, self.will_topic)
+                else:
+                    log.error("MQTT broker %s:%d was never reached (%s): nothing was published, and no "
+                              "last will was registered", self.host, self.port,
+                              self.last_error or "no answer")
             if self._conn is not None:
                 self._conn.request_stop()
             client = self._client
@@ -366,6 +382,7 @@ class MqttPublisher:
         with self._lock:
             self._client = client
             self._connected = True
+            self._ever_connected = True
             self._inflight.clear()
             self._flush()
         if not first:
