@@ -53,6 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--speed", type=float, help="replay speed for wfdb: sources (1 = real time, 0 = as fast as possible)")
     r.add_argument("--mqtt-host", help="publish to this broker (default: config, else stdout)")
     r.add_argument("--mqtt-port", type=int)
+    r.add_argument("--no-retain", dest="clear_on_stop", action="store_const", const=True,
+                   help="on a clean stop, delete this run's retained topics and Home Assistant devices "
+                   "(for replays: [mqtt] clear_on_stop)")
     r.add_argument("--operating-point", choices=("far_0.001", "eer"),
                    help="model-card threshold: far_0.001 (default; <= 0.1%% impostors accepted on held-out "
                    "persons) or eer (equal error rate: more genuine accepted, more impostors too)")
@@ -184,7 +187,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
     for attr, key in (("source", "daemon.source"), ("store", "daemon.store"), ("model", "daemon.model"),
                       ("speed", "daemon.speed"), ("mqtt_host", "mqtt.host"), ("mqtt_port", "mqtt.port"),
-                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point")):
+                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point"),
+                      ("clear_on_stop", "mqtt.clear_on_stop")):
         v = getattr(args, attr, None)
         if v is not None:
             o[key] = v

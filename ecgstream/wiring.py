@@ -10,6 +10,7 @@ WFDB record never loads the MQTT source.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -21,10 +22,10 @@ __all__ = ["build_daemon", "check_runnable", "check_templates", "device_keys", "
 
 def open_model(cfg) -> Any:
     """The embedding model of ``[daemon]`` (the shipped one by default), checked against its card."""
-    from edge import EmbeddingModel
+    from .litert_log import open_embedding_model
 
     path = cfg.daemon.model or None
-    return EmbeddingModel(path, num_threads=cfg.daemon.model_threads)
+    return open_embedding_model(path, num_threads=cfg.daemon.model_threads)
 
 
 def open_store(cfg, create_key: bool = False):
@@ -131,10 +132,8 @@ def check_runnable(cfg) -> Any:
     if getattr(cfg, "path", None):
         from .config.problems import LineIndex
 
-        try:
+        with contextlib.suppress(OSError):
             lines = LineIndex(Path(cfg.path).read_text(encoding="utf-8")).lines
-        except OSError:
-            pass
 
     def problem(key: str, msg: str) -> ConfigProblem:
         line = lines.get(tuple(key.split(".")))
@@ -247,4 +246,5 @@ def publisher_kwargs(cfg) -> dict[str, Any]:
     m = cfg.mqtt
     return {**mqtt_kwargs(cfg), "host": m.host, "port": m.port, "prefix": m.prefix,
             "client_id": m.client_id or None, "keepalive": m.keepalive,
-            "on_connect_failure": m.on_connect_failure, "retry_max_s": m.retry_max_s}
+            "on_connect_failure": m.on_connect_failure, "retry_max_s": m.retry_max_s,
+            "clear_on_stop": m.clear_on_stop}

@@ -275,3 +275,29 @@ def test_row8_broker_down_at_start_exits_non_zero(store):
     assert r.returncode == 1, r.stderr[-2000:]
     assert f"MQTT broker 127.0.0.1:{port} was never reached" in r.stderr
     assert "covers it" not in r.stderr  # no will was ever registered
+
+
+# -- row 10: a replay can leave no retained traces; no LiteRT chatter on stderr --------------
+@pytest.mark.broker
+@pytest.mark.slow
+def test_row10_replay_with_no_retain_leaves_nothing_on_the_broker(store, tmp_path):
+    from helpers_broker import Broker, collect
+
+    conf = _write(tmp_path, "[homeassistant]\nenabled = true\n")
+    with Broker(tmp_path / "mq") as broker:
+        base = ["run", "--config", str(conf), "--store", str(store[0]), "--key-file", str(store[1]),
+                "--subject", "p01", "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)]
+        r = _cli(*base, "--source", f"wfdb:{REC2}?speed=max&device=kept", timeout=90)
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = _cli(*base, "--source", f"wfdb:{REC2}?speed=max&device=gone", "--no-retain", timeout=90)
+        assert r.returncode == 0, r.stderr[-2000:]
+        left = [m.topic for m in collect(broker, "#", seconds=1.0) if m.retain and m.payload]
+    assert "ecgstream/kept/availability" in left  # the default keeps `offline`, as before
+    assert "ecgstream/kept/auth" in left and any("kept" in t and "homeassistant" in t for t in left), left
+    assert not [t for t in left if "gone" in t], left
+
+
+def test_row10_no_litert_info_line_on_stderr():
+    r = _cli("verify", str(EX / "Person_01" / "rec_1"), str(REC2))
+    assert r.returncode in (0, 1), r.stderr
+    assert "XNNPACK" not in r.stderr and "INFO: Created" not in r.stderr, r.stderr

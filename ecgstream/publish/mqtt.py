@@ -110,6 +110,7 @@ class MqttPublisher:
         close_timeout_s: float = 5.0,
         retry_min_s: float = 1.0,
         discovery: Discovery | None = None,
+        clear_on_stop: bool = False,
     ) -> None:
         if on_connect_failure not in ("retry", "exit"):
             raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
@@ -127,6 +128,9 @@ class MqttPublisher:
         self.clock = clock
         self.close_timeout_s = float(close_timeout_s)
         self.discovery = discovery
+        #: On a clean stop, delete this run's retained topics (availability, auth,
+        #: liveness, HA configs) instead of leaving ``offline`` behind: for replays.
+        self.clear_on_stop = bool(clear_on_stop)
         self.stats = PublisherStats()
 
         # _lock guards the states, the event queue and the client; it may be held while
@@ -222,9 +226,16 @@ class MqttPublisher:
         """Publish ``offline`` for announced devices, wait for acks (bounded), disconnect."""
         deadline = time.monotonic() + self.close_timeout_s
         with self._lock:
-            if self.discovery is not None and self.discovery.remove_on_stop and self._connected:
+            if self.discovery is not None and (self.discovery.remove_on_stop or self.clear_on_stop) \
+                    and self._connected:
                 self.remove_discovery()
             for device, online in self._announced.items():
+                if self.clear_on_stop:
+                    self._announced[device] = False
+                    if self._connected:  # an empty retained message deletes the retained one
+                        for kind in ("auth", "liveness", "availability"):
+                            self._send(self.topic(device, kind), "", retain=True, kind="clear")
+                    continue
                 if online:
                     self._announced[device] = False
                     if self._connected:
