@@ -188,8 +188,8 @@ class SerialDecoder:
         if (self._garbled_logged_at is None or now - self._garbled_logged_at >= GARBLED_LOG_S
                 or (n >= 10 and str(n).rstrip("0") == "1")):
             since = self.stats.garbled - self._garbled_logged_n
-            log.warning("serial %s: garbled line (%s); %d since the last report, %d so far",
-                        self.device, why, since, self.stats.garbled)
+            log.warning("serial %s: garbled line (%s); %d so far, %d since the last report",
+                        self.device, why, self.stats.garbled, since)
             self._garbled_logged_at = now
             self._garbled_logged_n = self.stats.garbled
         self._sample(math.nan, False, None, now, out)
