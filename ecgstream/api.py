@@ -51,9 +51,9 @@ MIN_PROBE_BEATS = 3
 @lru_cache(maxsize=1)
 def default_model() -> EmbeddingModel:
     """The shipped model (``edge/model.tflite``), loaded once per process."""
-    from edge import EmbeddingModel
+    from .core.litert_log import open_embedding_model
 
-    return EmbeddingModel()
+    return open_embedding_model()
 
 
 def beats_from_record(

@@ -95,8 +95,9 @@ def test_isolated_unreadable_samples_are_bridged(ecgid_record, bad):
     assert abs(len(beats) - len(clean)) <= 1
     for b in beats:
         assert np.all(np.isfinite(b.window))
-    # Windows that hold a bridged sample say so.
-    hit = [b for b in beats if np.any(np.abs(idx - b.r_sample) < 0.2 * fs)]
+    # Beats with a bridged sample in their QRS say so (one held sample elsewhere in
+    # the window changes it by less than the noise: issue 18, row 6).
+    hit = [b for b in beats if np.any(np.abs(idx - b.r_sample) <= 0.05 * fs)]
     assert hit and all("invalid" in b.flags for b in hit)
 
 

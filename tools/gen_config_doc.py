@@ -79,7 +79,7 @@ def render() -> tuple[str, list[str]]:
     sections.insert(1, ("[devices.<device_id>]", DeviceConfig))
     for title, cls in sections:
         docs = field_docs(cls)
-        summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "`")
         parts.append(f"\n## `{title}`\n\n{summary}\n")
         if cls.__module__ != "ecgstream.config.schema":
             parts.append(f"\n(`{cls.__module__}.{cls.__name__}`)\n")

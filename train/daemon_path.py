@@ -70,9 +70,6 @@ def enrol_records(model: Any, records: dict[str, Any], seconds: float = 20.0) ->
 def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, operating_point: str = "far_0.001",
                          data: str | None = None, adaptation: bool = True) -> dict:
     """Genuine and impostor runs through the daemon; see the module docstring."""
-    from ecgstream.core.settings import AdaptationConfig, DecisionConfig
-    from ecgstream.daemon.loop import Daemon
-    from ecgstream.sources import open_source
     from ecgstream.sources.records import SEED_HELDOUT, ecgid_records
 
     keep = set(SEED_HELDOUT if persons is None else persons)
@@ -81,32 +78,50 @@ def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, opera
         if r.person in keep:
             by_person.setdefault(r.person, []).append(r)
     templates, failed = enrol_records(model, {f"p{p:02d}": rs[0].path for p, rs in sorted(by_person.items())})
-    gen: list[str] = []
-    imp: list[str] = []
-    t_dec: list[float] = []
-    runs: list[dict] = []
+    probes = []
     for p, rs in sorted(by_person.items()):
         subj = f"p{p:02d}"
-        if subj not in templates:
-            continue
-        probes = [(r, True) for r in rs[1:]] + [(by_person[q][0], False) for q in sorted(by_person) if q != p]
-        for r, genuine in probes:
-            pub = _StatePublisher()
-            d = Daemon([open_source(f"wfdb:{r.path}", speed=0.0)], model, {subj: templates[subj]}, pub,
-                       default_subject=subj, speed=None,
-                       decision_cfg=DecisionConfig(operating_point=operating_point),
-                       adaptation_cfg=AdaptationConfig(enabled=adaptation))
-            d.run(threading.Event())
-            decided = [s for s in pub.states.get(next(iter(pub.states), ""), []) if s != "unknown"]
-            final = decided[-1] if decided else "unknown"
-            (gen if genuine else imp).append(final)
-            runs.append({"subject": subj, "record": r.name, "genuine": genuine, "final": final})
-            if d.stats.first_decision_s:
-                t_dec.append(min(d.stats.first_decision_s.values()))
+        if subj in templates:
+            probes += [(subj, r.path, r.name, True) for r in rs[1:]]
+            probes += [(subj, by_person[q][0].path, by_person[q][0].name, False) for q in sorted(by_person) if q != p]
+    return summarise_runs(model, templates, failed, probes, operating_point, adaptation, len(by_person))
+
+
+def replay(model: Any, templates: dict, probes: list[tuple[str, Any, str, bool]], operating_point: str,
+           adaptation: bool) -> tuple[list[dict], list[float]]:
+    """Replay each probe ``(subject, record path, name, genuine)`` through a daemon holding that subject only."""
+    from ecgstream.core.settings import AdaptationConfig, DecisionConfig
+    from ecgstream.daemon.loop import Daemon
+    from ecgstream.sources import open_source
+
+    runs: list[dict] = []
+    t_dec: list[float] = []
+    for subj, path, name, genuine in probes:
+        pub = _StatePublisher()
+        d = Daemon([open_source(f"wfdb:{path}", speed=0.0)], model, {subj: templates[subj]}, pub,
+                   default_subject=subj, speed=None,
+                   decision_cfg=DecisionConfig(operating_point=operating_point),
+                   adaptation_cfg=AdaptationConfig(enabled=adaptation))
+        d.run(threading.Event())
+        states = pub.states.get(next(iter(pub.states), ""), [])
+        decided = [s for s in states if s != "unknown"]
+        final = decided[-1] if decided else "unknown"
+        runs.append({"subject": subj, "record": name, "genuine": genuine, "final": final,
+                     "ever_authenticated": "authenticated" in states})
+        if d.stats.first_decision_s:
+            t_dec.append(min(d.stats.first_decision_s.values()))
+    return runs, t_dec
+
+
+def summarise_runs(model: Any, templates: dict, failed: dict, probes: list, operating_point: str,
+                   adaptation: bool, persons: int) -> dict:
+    runs, t_dec = replay(model, templates, probes, operating_point, adaptation)
+    gen = [r["final"] for r in runs if r["genuine"]]
+    imp = [r["final"] for r in runs if not r["genuine"]]
     return {
         "operating_point": operating_point,
         "adaptation": adaptation,
-        "persons": len(by_person),
+        "persons": persons,
         "enrolled": len(templates),
         "enrolment_failed": failed,
         "genuine_runs": len(gen),
@@ -115,11 +130,39 @@ def daemon_path_accuracy(model: Any, persons: Iterable[int] | None = None, opera
         "impostor_runs": len(imp),
         "impostor_rejected": round(imp.count("rejected") / max(1, len(imp)), 4),
         "impostor_authenticated": imp.count("authenticated"),
+        "impostor_ever_authenticated": sum(r["ever_authenticated"] for r in runs if not r["genuine"]),
         "impostor_undecided": imp.count("unknown"),
         "time_to_first_decision_s_median": round(float(np.median(t_dec)), 2) if t_dec else None,
         "time_to_first_decision_s_p90": round(float(np.percentile(t_dec, 90)), 2) if t_dec else None,
         "runs": runs,
     }
+
+
+def ptbxl_daemon_path(model: Any, patients: Iterable[int], operating_point: str = "far_0.001",
+                      data: str | None = None, impostors_per_probe: int = 10, seed: int = 0) -> dict:
+    """The same over held-out PTB-XL patients: enrol on the first 10-s ECG, replay each later one
+    (genuine) and one later ECG of ``impostors_per_probe`` random other patients (impostor)."""
+    from train.ptbxl import ptbxl_records
+
+    keep = set(patients)
+    by_p: dict[int, list] = {}
+    for r in ptbxl_records(data):
+        if r.patient in keep:
+            by_p.setdefault(r.patient, []).append(r)
+    by_p = {p: rs for p, rs in sorted(by_p.items()) if len(rs) >= 2}
+    templates, failed = enrol_records(model, {f"ptb{p}": rs[0].path for p, rs in by_p.items()}, seconds=10.0)
+    rng = np.random.default_rng(seed)
+    probes = []
+    for p, rs in by_p.items():
+        subj = f"ptb{p}"
+        if subj not in templates:
+            continue
+        probes += [(subj, r.path, f"{r.ecg_id}", True) for r in rs[1:]]
+        others = [q for q in by_p if q != p]
+        for q in rng.choice(others, min(impostors_per_probe, len(others)), replace=False):
+            r = by_p[int(q)][1]
+            probes.append((subj, r.path, f"{r.ecg_id}", False))
+    return summarise_runs(model, templates, failed, probes, operating_point, True, len(by_p))
 
 
 def enrolment_success(model: Any, data: str | None = None, persons: Iterable[int] | None = None) -> dict:

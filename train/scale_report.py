@@ -150,3 +150,22 @@ def render(out: dict) -> str:
         if rows:
             parts.append(f"\n### score: {variant}\n\n" + markdown_table(rows))
     return "".join(parts)
+
+
+def enrolment_tradeoff(embed, held, ecgid, matcher_kw: dict, sizes=(3, 4, 5, 6, 8, 10, None)) -> dict:
+    """EER by enrolment length: templates from the first ``n`` good beats (None: all of the record)."""
+    from .protocols import Matcher, summarise, verification_protocol
+    from .scale_eval import cross_ecg, ptbxl_beatset
+
+    pbs = ptbxl_beatset(held)
+    e_p = embed(pbs.windows)
+    e_i = embed(ecgid.windows)
+    out = {}
+    for n in sizes:
+        m = Matcher(enrol_beats=n, **matcher_kw)
+        px = cross_ecg(pbs, e_p, m, (1, 10))["figures"]
+        ev = summarise(verification_protocol(ecgid, e_i, (1, 10), m))
+        out["all" if n is None else str(n)] = {
+            "ptbxl_eer_all": px["all"]["eer"], "ptbxl_tar_all": px["all"]["tar_at_far_0.001"],
+            "ecgid_eer_1": ev["1"]["eer"], "ecgid_eer_10": ev["10"]["eer"]}
+    return out

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..core.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ..core.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 from .context import config_error, exits, failing, open_context
 from .wiring import build_daemon
 
@@ -41,6 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--speed", type=float, help="replay speed for wfdb: sources (1 = real time, 0 = as fast as possible)")
     r.add_argument("--mqtt-host", help="publish to this broker (default: config, else stdout)")
     r.add_argument("--mqtt-port", type=int)
+    r.add_argument("--no-retain", dest="clear_on_stop", action="store_const", const=True,
+                   help="on a clean stop, delete this run's retained topics and Home Assistant devices "
+                   "(for replays: [mqtt] clear_on_stop)")
     r.add_argument("--operating-point", choices=("far_0.001", "eer"),
                    help="model-card threshold: far_0.001 (default; <= 0.1%% impostors accepted on held-out "
                    "persons) or eer (equal error rate: more genuine accepted, more impostors too)")
@@ -53,6 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seconds", type=float, default=20.0, help="seconds of signal to collect (default 20)")
     e.add_argument("--min-beats", type=int, default=10,
                    help="good beats needed (default 10; docs/model/report.md has the trade-off)")
+    e.add_argument("--no-samples-s", type=float, default=10.0, metavar="S",
+                   help="give up when the source sends no samples for S wall-clock seconds (default 10)")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--force", action="store_true", help="replace an existing template")
     how.add_argument("--append", action="store_true",
@@ -101,9 +106,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # -- commands ---------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
+    from .wiring import check_runnable
 
     try:
-        load_config(args.config, {})
+        # The same checks `run` makes before it starts (source parameters, section combinations).
+        check_runnable(load_config(args.config, {}))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
@@ -151,9 +158,12 @@ def cmd_templates_remove(args: argparse.Namespace) -> int:
 @exits
 def cmd_enroll(args: argparse.Namespace) -> int:
     from ..sources import SourceError, open_source
-    from ..templates import TemplateError
+    from ..templates import TemplateError, validate_subject
     from ..templates.enroll import EnrolError, enrol
 
+    # Before the store, the model and 20 s of someone's time: the id names a file.
+    with failing("enroll", TemplateError, code=EXIT_USAGE):
+        validate_subject(args.subject)
     ctx = open_context(args, "enroll", model=True)
     store, model = ctx.store, ctx.model
     existing = None
@@ -170,14 +180,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     with failing("enroll", SourceError, code=EXIT_USAGE):
         src = open_source(args.source)
     tty = sys.stderr.isatty()
+    said = {"t": -1e9}
 
     def progress(good: int, need: int, t: float) -> None:
         if tty:
             print(f"\renrolling {args.subject}: {good}/{need} good beats, {t:5.1f} s", end="", file=sys.stderr)
+        elif t - said["t"] >= 5.0:  # a log or a pipe: one line every 5 s of signal
+            said["t"] = t
+            log.info("enrolling %s: %d/%d good beats, %.1f s of signal", args.subject, good, need, t)
 
     try:
         res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress,
-                    against=existing)
+                    against=existing, no_samples_s=args.no_samples_s if args.no_samples_s > 0 else None)
         if existing is not None:
             from ..pipeline.decide import Thresholds
             from ..templates.enroll import append_sitting, utc_now
@@ -186,9 +200,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             tmpl = append_sitting(existing, res, thr, utc_now())
         else:
             tmpl = res.template(args.subject, model.model_id, args.source.split("?")[0])
-    except EnrolError as exc:
+    except (EnrolError, SourceError) as exc:
         print(f"\necgstream enroll: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except KeyboardInterrupt:
+        print(f"\necgstream enroll: interrupted; nothing saved for {args.subject!r}", file=sys.stderr)
+        return EXIT_SIGINT
     if tty:
         print(file=sys.stderr)
     with failing("enroll", TemplateError, OSError):
@@ -209,6 +226,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     def check(cfg: Any) -> None:
         if not args.verbose:
             logging.getLogger().setLevel(cfg.daemon.log_level)
+        if args.subject is not None:
+            from ..templates import TemplateError, validate_subject
+
+            try:
+                validate_subject(args.subject)
+            except TemplateError as exc:
+                raise ConfigError([f"--subject: {exc}"]) from None
         if not cfg.daemon.source:
             raise ConfigError(["daemon.source: no source given (--source or [daemon] source)"])
 

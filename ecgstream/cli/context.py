@@ -94,7 +94,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
     for attr, key in (("source", "daemon.source"), ("store", "daemon.store"), ("model", "daemon.model"),
                       ("speed", "daemon.speed"), ("mqtt_host", "mqtt.host"), ("mqtt_port", "mqtt.port"),
-                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point")):
+                      ("key_file", "templates.key_file"), ("operating_point", "decision.operating_point"),
+                      ("clear_on_stop", "mqtt.clear_on_stop")):
         v = getattr(args, attr, None)
         if v is not None:
             o[key] = v

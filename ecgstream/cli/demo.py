@@ -94,7 +94,6 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
     accepts well under half of genuine 10-beat windows of held-out persons
     (docs/model/report.md), which is the honest price of that operating point.
     """
-    from edge import EmbeddingModel
 
     from ..core.settings import DecisionConfig
     from ..daemon.loop import Daemon
@@ -104,7 +103,9 @@ def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = No
 
     out = out or sys.stdout
     ex = excerpt_dir()
-    model = EmbeddingModel()
+    from ..core.litert_log import open_embedding_model
+
+    model = open_embedding_model()
     out.write(f"model {model.model_id} ({model.card.get('description', 'int8 LiteRT embedding')})\n")
     out.write(f"operating point: {operating_point} threshold of the model card "
               f"({'equal error rate' if operating_point == 'eer' else 'FAR 0.1 %'} on held-out persons)\n")

@@ -43,14 +43,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``verify``; returns the exit code (see module docs)."""
-    from edge import EmbeddingModel, ModelError
+    from edge import ModelError
 
     from ..api import verify_records
     from ..sources.records import DataError
 
     channel: int | str = int(args.channel) if str(args.channel).isdigit() else args.channel
     try:
-        model = EmbeddingModel(getattr(args, "verify_model", None), num_threads=args.threads)
+        from ..core.litert_log import open_embedding_model
+
+        model = open_embedding_model(getattr(args, "verify_model", None), num_threads=args.threads)
     except (ModelError, ValueError) as exc:
         print(f"ecgstream verify: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -176,6 +176,11 @@ class MqttConfig:
         "connection fails.")
     retry_max_s: Annotated[Float, within(0, 86400, lo_open=True, unit=" seconds")] = Field(
         60.0, description="Longest wait between reconnection attempts (seconds, > 0).")
+    clear_on_stop: Bool = Field(
+        False, description="On a clean stop, delete this run's retained topics (``auth``, "
+        "``liveness``, ``availability``, Home Assistant configs) instead of leaving ``offline``: "
+        "for replays and tests, so a replayed record leaves no device behind "
+        "(``ecgstream run --no-retain``). A live daemon keeps ``offline``.")
 
     def _cross(self) -> list[tuple[str, str]]:
         p: list[tuple[str, str]] = []

@@ -250,6 +250,11 @@ class Daemon:
                     break
         finally:
             self._shutdown()
+        failure = getattr(self.publisher, "failure", None)
+        why = failure() if callable(failure) else None
+        if why:  # nothing reached a consumer: not a success, whatever the sources did
+            log.error("%s", why)
+            return 1
         return 1 if self.source_errors else 0
 
     def _drain(self, timeout: float) -> list[SampleChunk]:

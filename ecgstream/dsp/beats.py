@@ -66,6 +66,7 @@ class BeatPipeline:
         self._hold_max = max(1, round(cfg.hold_max_s * self.fs_in))
         self._flat_n = max(2, round(cfg.flat_s * self.fs_in))
         self._clip_n = max(3, round(cfg.clip_run_s * self.fs_in))
+        self._qrs_half_in = max(1, round(_QRS_HALF_S * self.fs_in))
         # Conditioned history to keep: the detector may report a QRS as late
         # as its search-back span (or the learning span) after it happened.
         dc = self.detector.cfg
@@ -339,7 +340,7 @@ class BeatPipeline:
         ra = max(0, s_lo - self._raw0)
         rb = max(ra, min(self._raw.size, s_hi - self._raw0))
         raw = self._raw[ra:rb]
-        if self._raw_bad[ra:rb].any():
+        if _bridged_too_much(self._raw_bad[ra:rb], r_src - (self._raw0 + ra), self._qrs_half_in):
             flags.add("invalid")
         if raw.size and (_run_at(raw, raw.max(), self._clip_n) >= self._clip_n
                          or _run_at(raw, raw.min(), self._clip_n) >= self._clip_n):
@@ -378,6 +379,38 @@ class BeatPipeline:
 
 
 _DESIGNS: dict[tuple, int] = {}
+
+
+#: Half-width of the QRS around R (seconds): a bridged sample there makes a beat "invalid".
+_QRS_HALF_S = 0.06
+#: Bridged samples a beat window may hold outside the QRS and still be good.
+_BRIDGED_OK = 2
+
+
+def _bridged_too_much(bad: np.ndarray, r_at: int, qrs_half: int) -> bool:
+    """Whether the bridged (held) samples of a beat's raw span make it ``invalid``.
+
+    A held sample or two outside the QRS change the window by less than the
+    noise (one garbled serial line a second must not flag every beat, issue
+    18); one inside the QRS, where the template is most specific, or more
+    than :data:`_BRIDGED_OK` anywhere, do.
+
+    Parameters
+    ----------
+    bad : ndarray of bool
+        Bridged samples of the beat's raw span (source rate).
+    r_at : int
+        Index of R within ``bad``.
+    qrs_half : int
+        Half-width of the QRS in source samples.
+    """
+    n = int(np.count_nonzero(bad))
+    if n == 0:
+        return False
+    if n > _BRIDGED_OK:
+        return True
+    lo, hi = max(0, r_at - qrs_half), max(0, r_at + qrs_half + 1)
+    return bool(bad[lo:hi].any())
 
 
 def _design_key(cfg: DspConfig, det: DetectorConfig, fs_in: float) -> int:

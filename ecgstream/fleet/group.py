@@ -76,8 +76,9 @@ class FleetController:
         pub = daemon.publisher
         topic = getattr(pub, "daemon_topic", None)
         if topic is None:
+            why = "set [daemon] stdout = false" if hasattr(pub, "publishers") else "set [mqtt] host"
             raise SourceError("a group daemon (partitions=) publishes its states through the broker in "
-                              "multi-device mode: set [mqtt] host (and not daemon.stdout)")
+                              f"multi-device mode: {why}")
         if getattr(pub, "link", None) is not None and pub.link.protocol != "3.1.1":
             log.warning("fleet: [mqtt] protocol is %r; nats-server 2.9 speaks MQTT 3.1.1 only",
                         pub.link.protocol)

@@ -110,6 +110,7 @@ class MqttPublisher:
         close_timeout_s: float = 5.0,
         retry_min_s: float = 1.0,
         discovery: Discovery | None = None,
+        clear_on_stop: bool = False,
     ) -> None:
         if on_connect_failure not in ("retry", "exit"):
             raise ValueError(f"on_connect_failure must be 'retry' or 'exit', not {on_connect_failure!r}")
@@ -127,6 +128,9 @@ class MqttPublisher:
         self.clock = clock
         self.close_timeout_s = float(close_timeout_s)
         self.discovery = discovery
+        #: On a clean stop, delete this run's retained topics (availability, auth,
+        #: liveness, HA configs) instead of leaving ``offline`` behind: for replays.
+        self.clear_on_stop = bool(clear_on_stop)
         self.stats = PublisherStats()
 
         # _lock guards the states, the event queue and the client; it may be held while
@@ -136,6 +140,7 @@ class MqttPublisher:
         self._lock = threading.RLock()
         self._client: Any = None
         self._connected = False
+        self._ever_connected = False  # a will is registered only once a connection is up
         self._conn: MqttConnection | None = None
         self._announced: dict[str, bool] = {}
         self._states = LatestStates()
@@ -202,6 +207,16 @@ class MqttPublisher:
             conn.join(timeout_s + 2.0)
             raise PublishError(f"MQTT broker {self.host}:{self.port}: {why}")
 
+    def failure(self) -> str | None:
+        """Why this run's states never reached anyone (the broker never answered), else None.
+
+        The daemon exits non-zero on it: a run that published nothing did not succeed.
+        """
+        if self._conn is None or self._ever_connected:
+            return None
+        return (f"MQTT broker {self.host}:{self.port} was never reached "
+                f"({self.last_error or 'no answer'}): nothing was published")
+
     @property
     def last_error(self) -> str | None:
         """Why the last connection attempt failed (None after a success)."""
@@ -211,9 +226,16 @@ class MqttPublisher:
         """Publish ``offline`` for announced devices, wait for acks (bounded), disconnect."""
         deadline = time.monotonic() + self.close_timeout_s
         with self._lock:
-            if self.discovery is not None and self.discovery.remove_on_stop and self._connected:
+            if self.discovery is not None and (self.discovery.remove_on_stop or self.clear_on_stop) \
+                    and self._connected:
                 self.remove_discovery()
             for device, online in self._announced.items():
+                if self.clear_on_stop:
+                    self._announced[device] = False
+                    if self._connected:  # an empty retained message deletes the retained one
+                        for kind in ("auth", "liveness", "availability"):
+                            self._send(self.topic(device, kind), "", retain=True, kind="clear")
+                    continue
                 if online:
                     self._announced[device] = False
                     if self._connected:
@@ -222,8 +244,13 @@ class MqttPublisher:
             if connected and self.daemon_topic is not None:
                 self._send(self.daemon_topic, "offline", retain=True, kind="daemon")
             if not connected and self._conn is not None:
-                log.warning("MQTT close while disconnected from %s:%d: 'offline' not published "
-                            "(the last will on %s covers it)", self.host, self.port, self.will_topic)
+                if self._ever_connected:
+                    log.warning("MQTT close while disconnected from %s:%d: 'offline' not published "
+                                "(the last will on %s covers it)", self.host, self.port, self.will_topic)
+                else:
+                    log.error("MQTT broker %s:%d was never reached (%s): nothing was published, and no "
+                              "last will was registered", self.host, self.port,
+                              self.last_error or "no answer")
             if self._conn is not None:
                 self._conn.request_stop()
             client = self._client
@@ -366,6 +393,7 @@ class MqttPublisher:
         with self._lock:
             self._client = client
             self._connected = True
+            self._ever_connected = True
             self._inflight.clear()
             self._flush()
         if not first:

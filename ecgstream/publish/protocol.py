@@ -99,6 +99,14 @@ class TeePublisher:
         for p in self.publishers:
             p.event(device, payload)
 
+    def failure(self) -> str | None:
+        """The first publisher's :meth:`failure` that is not None (a broker never reached)."""
+        for p in self.publishers:
+            why = p.failure() if hasattr(p, "failure") else None
+            if why:
+                return why
+        return None
+
     def close(self) -> None:
         errors = []
         for p in self.publishers:

@@ -39,6 +39,9 @@ __all__ = ["SerialDecoder"]
 
 log = logging.getLogger("ecgstream.sources.serial_source")
 
+#: Garbled lines are logged at most once per this many host seconds (with their count).
+GARBLED_LOG_S = 10.0
+
 
 class SerialDecoder:
     """Bytes from a serial line in, :class:`SampleChunk` out (no I/O).
@@ -101,6 +104,8 @@ class SerialDecoder:
         self._received = 0  # samples received (for the host rate)
         self._estimating: list[tuple[ParsedLine | None, float]] = []
         self._warned_rate = False
+        self._garbled_logged_at: float | None = None  # host time of the last garbled-line warning
+        self._garbled_logged_n = 0
         if fs_hz is not None:
             stats.declared_fs_hz[device] = float(fs_hz)
 
@@ -165,9 +170,17 @@ class SerialDecoder:
     # -- lines ----------------------------------------------------------------
     def _bad_line(self, now: float, out: list[SampleChunk], why: str) -> None:
         self.stats.garbled += 1
-        if self.stats.garbled == 1 or self.stats.garbled % 1000 == 0:
-            log.warning("serial %s: garbled line (%s); %d so far", self.device, why,
-                        self.stats.garbled)
+        # The first one at once, then one line per GARBLED_LOG_S of host time while
+        # they go on (and at 10, 100, 1000, ...): a noisy cable stays visible in the
+        # log, never floods it.
+        n = self.stats.garbled
+        if (self._garbled_logged_at is None or now - self._garbled_logged_at >= GARBLED_LOG_S
+                or (n >= 10 and str(n).rstrip("0") == "1")):
+            since = self.stats.garbled - self._garbled_logged_n
+            log.warning("serial %s: garbled line (%s); %d so far, %d since the last report",
+                        self.device, why, self.stats.garbled, since)
+            self._garbled_logged_at = now
+            self._garbled_logged_n = self.stats.garbled
         self._sample(math.nan, False, None, now, out)
 
     def _line(self, line: bytes, now: float, out: list[SampleChunk]) -> None:

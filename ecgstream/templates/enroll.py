@@ -34,6 +34,7 @@ add a second person to a template.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +90,8 @@ def enrol(
     progress: Callable[[int, int, float], None] | None = None,
     stop: threading.Event | None = None,
     against: Any = None,
+    no_samples_s: float | None = 10.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> EnrolResult:
     """Collect good beats from ``source`` and build a template.
 
@@ -108,20 +111,30 @@ def enrol(
     against : Template, optional
         An existing template to score the new beats against (for
         :func:`append_sitting`); the result's ``match_score``.
+    no_samples_s : float or None
+        Give up when no samples have arrived for this many host (wall-clock)
+        seconds, from the start or since the last chunk: a wearable that
+        stops sending must not keep enrolment waiting forever. None: wait.
+    clock : callable
+        Monotonic host clock in seconds (injectable for tests).
 
     Raises
     ------
     EnrolError
-        Too few good beats before the source ended or ``max_seconds``.
+        Too few good beats before the source ended or ``max_seconds``, or no
+        samples for ``no_samples_s``.
+    SourceError
+        The source failed (a port that cannot be opened), re-raised here.
     """
     stop = stop or threading.Event()
     cfg = embedder.dsp_config()
     windows: list[np.ndarray] = []
     seen = 0
-    state: dict[str, Any] = {"pipe": None, "device": None, "t": 0.0}
+    state: dict[str, Any] = {"pipe": None, "device": None, "t": 0.0, "last": clock()}
 
     def sink(chunk: SampleChunk) -> None:
         nonlocal seen
+        state["last"] = clock()
         if state["device"] is None:
             state["device"] = chunk.device
             state["pipe"] = BeatPipeline(chunk.device, chunk.fs_hz, cfg)
@@ -138,7 +151,13 @@ def enrol(
         if (len(windows) >= min_beats and state["t"] >= seconds) or state["t"] >= max_seconds:
             stop.set()
 
-    source.run(sink, stop)
+    silent = _run_watched(source, sink, stop, state, no_samples_s, clock)
+    if silent is not None:
+        raise EnrolError(
+            f"no samples from the source for {silent:.0f} s ({len(windows)} good beats in "
+            f"{state['t']:.1f} s of signal before that); check that the wearable is on, sending, "
+            "and on this port"
+        )
     if len(windows) < min_beats:
         raise EnrolError(
             f"only {len(windows)} good beats in {state['t']:.1f} s of signal "
@@ -159,6 +178,41 @@ def enrol(
     }
     return EnrolResult(centroid, len(windows), seen, float(state["t"]), quality,
                        cohort.id if cohort is not None else None, match)
+
+
+def _run_watched(source: Source, sink: Callable[[SampleChunk], None], stop: threading.Event,
+                 state: dict[str, Any], no_samples_s: float | None,
+                 clock: Callable[[], float]) -> float | None:
+    """Run ``source`` in a worker thread until it ends or ``stop``; watch for silence.
+
+    Returns the seconds without samples when that ended the run, else None.
+    The caller's thread only waits, so Ctrl-C (KeyboardInterrupt) reaches it
+    at once; the source is then stopped before the exception goes on.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            source.run(sink, stop)
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, name="enrol-source", daemon=True)
+    worker.start()
+    silent: float | None = None
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+            quiet = clock() - state["last"]
+            if no_samples_s is not None and quiet > no_samples_s and not stop.is_set():
+                silent = quiet
+                stop.set()
+    finally:
+        stop.set()
+        worker.join(2.0)
+    if errors:
+        raise errors[0]
+    return silent
 
 
 def append_sitting(template: Any, res: EnrolResult, threshold: float, created_utc: str) -> Any:
