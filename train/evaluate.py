@@ -162,10 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help="a `python -m train` run folder: re-measure its cross-validation and LODO")
     p.add_argument("--no-daemon", action="store_true", help="skip the daemon-path accuracy")
     p.add_argument("--json", help="also write everything measured to this JSON file")
+    p.add_argument("--ptbxl", action="store_true",
+                   help="issue 15's goal table: the shipped model, the previous one, the correlation baseline and "
+                        "every --runs folder on the same PTB-XL fold, ECG-ID and MIT-BIH (train/scale_report.py)")
+    p.add_argument("--runs", nargs="*", default=[], help="`python -m train.scale` run folders (ablation rows)")
+    p.add_argument("--ptbxl-daemon", type=int, default=40, metavar="N",
+                   help="with --ptbxl: held-out PTB-XL patients replayed through the daemon (default 40; 0: none)")
+    p.add_argument("--write-docs", action="store_true",
+                   help="with --ptbxl: write docs/model/scale.md and scale.json")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     model = EmbeddingModel(a.model)
     card = model.card
+    if a.ptbxl:
+        return ptbxl_main(a, model)
     bs = build_beatset(DspConfig(**card.dsp), mitdb=a.run is not None, data_root=a.data,
                        cache_dir=REPO / "runs" / "cache")
     got = reevaluate(model, bs)
@@ -220,6 +230,61 @@ def main(argv: list[str] | None = None) -> int:
 
         Path(a.json).write_text(json.dumps(_jsonable(out), indent=2))
     return 0 if not bad else 1
+
+
+def ptbxl_main(a: argparse.Namespace, model: EmbeddingModel) -> int:
+    """``--ptbxl``: every figure of issue 15's goal table, the ablation rows, the daemon path."""
+    from .scale_report import enrolment_tradeoff, render, report
+
+    card = model.card
+    split = card.get("split", {})
+    fold, folds = int(split.get("fold", 0)), int(split.get("folds", 5))
+    shipped = Path(a.model) if a.model else REPO / "edge" / "model.tflite"
+    out = report(a.data, [Path(r) for r in a.runs], fold=fold, folds=folds, shipped=shipped)
+    md = render(out)
+    # Enrolment length and the daemon path, for the shipped model with its own scoring.
+    from ecgstream.dsp import DspConfig
+
+    from .ptbxl import build_ptbxl, patient_folds
+
+    pb = build_ptbxl(DspConfig(), a.data, cache_dir=REPO / "runs" / "cache")
+    held_p = patient_folds(pb, folds, int(card.get("training", {}).get("seeds", {}).get("train", 1)))[fold]
+    other = build_beatset(DspConfig(), mitdb=False, data_root=a.data, cache_dir=REPO / "runs" / "cache")
+    kw = {"norm": model.score_norm, "cohort": model.cohort, "weighted": True}
+    out["enrolment"] = enrolment_tradeoff(model.embed, pb.subset(np.isin(pb.patient, held_p)),
+                                          other.subset(other.is_ecgid), kw)
+    md += "\n### enrolment length (shipped model, its scoring): EER in %\n\n| enrolment beats | PTB-XL EER all | " \
+          "PTB-XL TAR@FAR0.1% | ECG-ID EER 1 | ECG-ID EER 10 |\n|---|---|---|---|---|\n"
+    for n, v in out["enrolment"].items():
+        md += (f"| {n} | {_pct(v['ptbxl_eer_all'])} | {_pct(v['ptbxl_tar_all'], 1)} | {_pct(v['ecgid_eer_1'])} | "
+               f"{_pct(v['ecgid_eer_10'])} |\n")
+    if a.ptbxl_daemon and not a.no_daemon:
+        from .daemon_path import daemon_path_accuracy, ptbxl_daemon_path
+
+        dp = {"ptbxl": ptbxl_daemon_path(model, held_p[: a.ptbxl_daemon].tolist(), "far_0.001", a.data),
+              "ecgid_seed": daemon_path_accuracy(model, split.get("heldout_persons"), "far_0.001", a.data)}
+        out["daemon_path"] = dp
+        md += "\n### daemon path (enrol as `ecgstream enroll`, replay through `Daemon`, default point far_0.001)\n\n"
+        md += ("| set | enrolled | genuine runs | genuine authenticated (final) | impostor runs | impostors "
+               "authenticated (final / ever) | first decision median / p90 s |\n|---|---|---|---|---|---|---|\n")
+        for name, r in dp.items():
+            md += (f"| {name} | {r['enrolled']}/{r['persons']} | {r['genuine_runs']} | "
+                   f"{_pct(r['genuine_authenticated'], 1)} | {r['impostor_runs']} | {r['impostor_authenticated']} / "
+                   f"{r['impostor_ever_authenticated']} | {r['time_to_first_decision_s_median']} / "
+                   f"{r['time_to_first_decision_s_p90']} |\n")
+    print(md)
+    if a.write_docs:
+        from .report import _jsonable
+
+        (REPO / "docs" / "model" / "scale.json").write_text(json.dumps(_jsonable(out), indent=1) + "\n")
+        (REPO / "docs" / "model" / "scale.md").write_text(
+            f"# {model.model_id}: issue 15 figures\n\nMade by `python -m train.evaluate --ptbxl "
+            f"--runs {' '.join(a.runs)} --write-docs`.\n\n" + md)
+    if a.json:
+        from .report import _jsonable
+
+        Path(a.json).write_text(json.dumps(_jsonable(out), indent=2))
+    return 0
 
 
 if __name__ == "__main__":

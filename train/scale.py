@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-only", action="store_true", help="evaluate the run's model.tflite again")
+    p.add_argument("--export", action="store_true",
+                   help="write the card (train/scale_export.py) and install model, card, cohort and float "
+                        "reference into edge/")
     return p.parse_args(argv)
 
 
@@ -163,6 +166,11 @@ def run(a: argparse.Namespace) -> dict:
     res = evaluate_run(rt.embed, tr, pb.subset(held), ecgid, mit_eval, f"run:{out.name}")
     res["tflite_bytes"] = tfl.stat().st_size
     (out / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    if a.export:
+        from .scale_export import export
+
+        card = export(out, install=True, data=a.data)
+        log.info("installed %s into edge/", card["model_id"])
     log.info("done in %.0f s: %s", time.monotonic() - t0, out)
     return res
 

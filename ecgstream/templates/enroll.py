@@ -1,7 +1,9 @@
 """Enrolment: from a source's beats to a template.
 
 Quality-gated beats are collected until ``min_beats`` good beats are in and
-at least ``seconds`` of signal were seen (or the source ends); their
+at least ``seconds`` of signal were seen (a live source), or until a
+recording ends (a finite source: all of its signal, up to ``max_seconds``);
+their
 embeddings' quality-weighted unit centroid is the sitting's centroid
 (:func:`ecgstream.pipeline.scores.make_template` with
 :func:`~ecgstream.pipeline.scores.quality_weights`). Only centroids and a few
@@ -46,7 +48,7 @@ from ..core.types import SampleChunk
 from ..dsp import BeatPipeline
 from ..pipeline import Embedder, Matcher
 from ..pipeline.scores import beat_scores, make_template, quality_weights
-from ..sources.base import Source
+from ..sources.base import FiniteSource, Source
 
 __all__ = ["MIN_BEATS", "EnrolError", "EnrolResult", "append_sitting", "enrol"]
 
@@ -128,6 +130,10 @@ def enrol(
     """
     stop = stop or threading.Event()
     cfg = embedder.dsp_config()
+    # A recording (a finite source) is enrolled from all of its signal, up to
+    # max_seconds: stopping at `seconds` would throw away beats a short or
+    # noisy record needs (a 10-s PTB-XL ECG has 6-12 good beats in all).
+    finite = isinstance(source, FiniteSource)
     windows: list[np.ndarray] = []
     seen = 0
     state: dict[str, Any] = {"pipe": None, "device": None, "t": 0.0, "last": clock()}
@@ -148,10 +154,13 @@ def enrol(
         state["t"] = pipe.status.next_sample / chunk.fs_hz
         if progress:
             progress(len(windows), min_beats, state["t"])
-        if (len(windows) >= min_beats and state["t"] >= seconds) or state["t"] >= max_seconds:
+        if (len(windows) >= min_beats and state["t"] >= seconds and not finite) or state["t"] >= max_seconds:
             stop.set()
 
     silent = _run_watched(source, sink, stop, state, no_samples_s, clock)
+    if finite and state["pipe"] is not None and not stop.is_set():
+        # The record ended: its last beats (up to the detector's delay) are complete too.
+        windows.extend(b.window for b in state["pipe"].flush() if b.good)
     if silent is not None:
         raise EnrolError(
             f"no samples from the source for {silent:.0f} s ({len(windows)} good beats in "
