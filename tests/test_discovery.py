@@ -259,7 +259,10 @@ def test_publisher_discovery_retained_resent_on_reconnect_removed_when_asked(bro
     pub.start()
     pub.availability("dev1", True)
     topics = config_topics(disc, pub.topics, "dev1")
-    with Observer(broker, "homeassistant/#") as obs:  # a late subscriber (HA restarting): retained
+    with Observer(broker, "homeassistant/#") as first:  # the broker has them (live or retained) ...
+        for t in topics:
+            assert first.wait(t) is not None
+    with Observer(broker, "homeassistant/#") as obs:  # ... so a late subscriber (HA restarting) gets them retained
         for t in topics:
             m = obs.wait(t)
             assert m is not None and m.retain and m.qos == 1
