@@ -72,7 +72,13 @@ def test_card_matches_model(model: EmbeddingModel):
         assert -1 <= block["eer"] <= block["far_0.001"] <= 1
     assert card["training"]["command"].startswith("python -m train")
     assert card["split"]["heldout_persons"]
-    assert th["calibrated_on"].startswith("5-fold cross-validation over 90 ECG-ID persons")
+    # Calibrated on persons no model saw (a PTB-XL held-out fold), and checked on a dataset that took
+    # part in neither training nor calibration (ECG-ID): the card carries that check.
+    assert th["calibrated_on"].startswith("PTB-XL cross-ECG, held-out fold")
+    assert "ECG-ID and MIT-BIH took no part in calibration" in th["calibrated_on"]
+    for op in ("eer", "far_0.001"):
+        assert 0 <= th["lodo"]["ecgid"]["10"][op]["far"] <= 1
+    assert card["data"]["ecgid"].startswith("not trained on")
     assert card["score"]["norm"] in ("none", "znorm")
     assert (card["score"]["norm"] == "znorm") == (model.cohort is not None)
 

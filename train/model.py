@@ -384,8 +384,8 @@ def train_embedding(
     def sample_classes(yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The batch's classes plus random others, ``n_sampled`` in all; labels into them."""
         own = np.unique(yb)
-        extra = rng_np.choice(len(ids), n_sampled + own.size, replace=False)
-        extra = extra[~np.isin(extra, own)][: n_sampled - own.size]
+        extra = rng_np.choice(len(ids), min(len(ids), n_sampled + own.size), replace=False)
+        extra = extra[~np.isin(extra, own)][: max(0, n_sampled - own.size)]
         cls = np.sort(np.concatenate([own, extra])).astype(np.int32)
         return cls, np.searchsorted(cls, yb).astype(np.int32)
 
