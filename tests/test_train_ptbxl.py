@@ -165,3 +165,15 @@ def test_scale_training_smoke_and_resume(tmp_path):
     assert "resumed from" in r.stderr and "after epoch 1" in r.stderr
     tj = json.loads((out / "train.json").read_text())
     assert len(tj["history"]["loss"]) == 2
+
+
+def test_max_rule_takes_the_strictest_threshold_of_each_population():
+    from train.scale_eval import max_rule, transfer
+
+    a = {"1": {"eer": 0.3, "far_0.001": 0.7}, "10": {"eer": 0.31, "far_0.001": 0.66}, "all": {"eer": 0.2, "far_0.001": 0.5}}
+    b = {"1": {"eer": 0.35, "far_0.001": 0.65}, "10": {"eer": 0.30, "far_0.001": 0.80}}
+    m = max_rule(a, b)
+    assert m == {"1": {"eer": 0.35, "far_0.001": 0.7}, "10": {"eer": 0.31, "far_0.001": 0.80}}
+    g, i = np.array([0.9, 0.7, 0.5]), np.array([0.1, 0.75, 0.85, 0.2])
+    t = transfer({10: (g, i)}, m)["10"]["far_0.001"]
+    assert (t["far"], t["frr"]) == (0.25, 2 / 3)

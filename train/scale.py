@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export", action="store_true",
                    help="write the card (train/scale_export.py) and install model, card, cohort and float "
                         "reference into edge/")
+    p.add_argument("--lodo-run", help="with --export: a run trained without MIT-BIH whose eval.json checks the "
+                                      "card's calibration rule leave-one-dataset-out (e.g. runs/abl-nomitdb)")
     return p.parse_args(argv)
 
 
@@ -169,7 +171,7 @@ def run(a: argparse.Namespace) -> dict:
     if a.export:
         from .scale_export import export
 
-        card = export(out, install=True, data=a.data)
+        card = export(out, install=True, data=a.data, lodo_run=Path(a.lodo_run) if a.lodo_run else None)
         log.info("installed %s into edge/", card["model_id"])
     log.info("done in %.0f s: %s", time.monotonic() - t0, out)
     return res

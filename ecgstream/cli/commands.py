@@ -54,8 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--subject", required=True, help="subject id (letters, digits, . _ -)")
     e.add_argument("--source", required=True, help="any source URI")
     e.add_argument("--seconds", type=float, default=20.0, help="seconds of signal to collect (default 20)")
-    e.add_argument("--min-beats", type=int, default=10,
-                   help="good beats needed (default 10; docs/model/report.md has the trade-off)")
+    e.add_argument("--min-beats", type=int, default=None,
+                   help="good beats needed (default ecgstream.templates.enroll.MIN_BEATS, 6; docs/model/scale.md "
+                        "has the trade-off)")
     e.add_argument("--no-samples-s", type=float, default=10.0, metavar="S",
                    help="give up when the source sends no samples for S wall-clock seconds (default 10)")
     how = e.add_mutually_exclusive_group()
@@ -159,7 +160,7 @@ def cmd_templates_remove(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from ..sources import SourceError, open_source
     from ..templates import TemplateError, validate_subject
-    from ..templates.enroll import EnrolError, enrol
+    from ..templates.enroll import MIN_BEATS, EnrolError, enrol
 
     # Before the store, the model and 20 s of someone's time: the id names a file.
     with failing("enroll", TemplateError, code=EXIT_USAGE):
@@ -190,7 +191,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             log.info("enrolling %s: %d/%d good beats, %.1f s of signal", args.subject, good, need, t)
 
     try:
-        res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats, progress=progress,
+        res = enrol(src, model, seconds=args.seconds, min_beats=args.min_beats or MIN_BEATS, progress=progress,
                     against=existing, no_samples_s=args.no_samples_s if args.no_samples_s > 0 else None)
         if existing is not None:
             from ..pipeline.decide import Thresholds
