@@ -96,6 +96,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from . import trust as cli_trust  # watch, device-key
 
     cli_trust.add_parsers(sub, common)
+    from . import plot as cli_plot  # plot run, plot enroll (issue 18)
+
+    cli_plot.add_parsers(sub, common)
     from ..fleet import cli as fleet_cli  # nats-config (issue 10)
 
     fleet_cli.add_parsers(sub)
