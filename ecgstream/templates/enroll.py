@@ -167,7 +167,11 @@ def enrol(
     silent = _run_watched(source, sink, stop, state, no_samples_s, clock)
     if finite and state["pipe"] is not None and not stop.is_set():
         # The record ended: its last beats (up to the detector's delay) are complete too.
-        windows.extend(b.window for b in state["pipe"].flush() if b.good)
+        tail = state["pipe"].flush()
+        if on_beat is not None:
+            for b in tail:
+                on_beat(b)
+        windows.extend(b.window for b in tail if b.good)
     if silent is not None:
         raise EnrolError(
             f"no samples from the source for {silent:.0f} s ({len(windows)} good beats in "
