@@ -136,7 +136,9 @@ def _templates_for(model, store_records):
     return out
 
 
-def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict:
+def bench_streams(n: int, seconds: float, model, templates, records, fs, metrics_scrape_s: float = 0.0) -> dict:
+    """One fleet run; ``metrics_scrape_s`` > 0 serves ``/metrics`` (``[metrics]`` on, every
+    device labelled) and scrapes it over HTTP that often from another thread."""
     from ecgstream.daemon.loop import Daemon
 
     pub = CountingPublisher()
@@ -144,14 +146,16 @@ def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict
     subj = sorted(templates)[0]
     d = Daemon([fleet], model, templates, pub, default_subject=subj, speed=1.0,
                queue_max_chunks=max(1000, n * 20), publish_interval_s=1.0)
+    scraper = _Scraper(d, n, metrics_scrape_s) if metrics_scrape_s > 0 else None
     rss0 = rss_mb()
     c0 = time.process_time()
     w0 = time.monotonic()
     d.run(threading.Event())
     wall = time.monotonic() - w0
     cpu = time.process_time() - c0
+    scrapes = scraper.stop() if scraper is not None else {}
     lat = np.array(d.stats.decision_latency_s) * 1000.0
-    return {
+    return {**scrapes, "metrics": scraper is not None,
         "streams": n, "seconds": round(wall, 2), "cpu_s": round(cpu, 2),
         "cpu_share_of_one_core": round(cpu / wall, 3),
         "rss_mb": round(rss_mb(), 1), "rss_mb_before": round(rss0, 1),
@@ -164,8 +168,45 @@ def bench_streams(n: int, seconds: float, model, templates, records, fs) -> dict
     }
 
 
+class _Scraper:
+    """``/metrics`` of a daemon served on a free loopback port and scraped every ``every_s``."""
+
+    def __init__(self, daemon, n: int, every_s: float) -> None:
+        from ecgstream.config.metrics import MetricsConfig
+        from ecgstream.daemon.metrics import serve_metrics
+
+        self.server = serve_metrics(daemon, MetricsConfig(enabled=True, port=0, max_device_labels=max(100, n)))
+        self.every_s = every_s
+        self.halt = threading.Event()
+        self.times: list[float] = []
+        self.bytes = self.series = 0
+        self.thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self.halt.wait(self.every_s):
+            t0 = time.monotonic()
+            with urllib.request.urlopen(self.server.url, timeout=10) as r:
+                text = r.read()
+            self.bytes = len(text)
+            self.series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+            self.times.append(time.monotonic() - t0)
+
+    def stop(self) -> dict:
+        self.halt.set()
+        self.thread.join(10)
+        self.server.close()
+        ms = np.array(self.times) * 1000.0
+        return {"scrapes": len(self.times), "scrape_every_s": self.every_s, "scrape_bytes": self.bytes, "scrape_series": self.series,
+                "scrape_ms_p50": round(float(np.percentile(ms, 50)), 2) if ms.size else None,
+                "scrape_ms_max": round(float(ms.max()), 2) if ms.size else None}
+
+
 def cold_start_once(argv: list[str], source: str, store: Path, key: Path,
-                    env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
+                    env: dict[str, str] | None = None, cwd: Path | None = None,
+                    extra: tuple[str, ...] = ()) -> dict:
     """One cold start: spawn ``argv run --source SOURCE``, wait for its first stdout line.
 
     ``argv`` is the command that starts ecgstream (the console script, or
@@ -176,7 +217,7 @@ def cold_start_once(argv: list[str], source: str, store: Path, key: Path,
     """
     t0 = time.monotonic()
     p = subprocess.Popen(
-        [*argv, "run", "--source", source, "--speed", "1", "--store", str(store), "--key-file", str(key)],
+        [*argv, "run", "--source", source, "--speed", "1", "--store", str(store), "--key-file", str(key), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -211,7 +252,7 @@ def bench_accuracy(model, operating_point: str = "far_0.001") -> dict:
     return r
 
 
-def _child(n: int, seconds: float, data: str) -> int:
+def _child(n: int, seconds: float, data: str, metrics_scrape_s: float = 0.0) -> int:
     """One fleet run in a fresh process that imports only what a daemon does
     (records and the template come from an .npz, so wfdb/pandas stay out of
     the RSS figure)."""
@@ -225,7 +266,7 @@ def _child(n: int, seconds: float, data: str) -> int:
     templates = {"p01": Template(subject="p01", model_id=model.model_id, centroid=z["centroid"],
                                  n_beats=20, created_utc=utc_now(), quality={}, source="bench",
                                  cohort_id=model.cohort_id)}
-    r = bench_streams(n, seconds, model, templates, records, 500.0)
+    r = bench_streams(n, seconds, model, templates, records, 500.0, metrics_scrape_s)
     import ecgstream
 
     r["package"] = str(Path(ecgstream.__file__).parent)
@@ -335,6 +376,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "daemon.json"))
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one fleet run, JSON on stdout
     ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--metrics-scrape-s", type=float, default=0.0, help=argparse.SUPPRESS)  # child: /metrics on
     ap.add_argument("--skip", nargs="*", default=[], choices=["cold", "streams", "accuracy"])
     ap.add_argument("--render", action="store_true", help="only rewrite the .md beside --out from its JSON")
     args = ap.parse_args()
@@ -344,7 +386,7 @@ def main() -> int:
         print(f"wrote {md_path}")
         return 0
     if args.one:
-        return _child(args.one, args.seconds, args.data)
+        return _child(args.one, args.seconds, args.data, args.metrics_scrape_s)
 
     from ecgstream.sources.records import excerpt_dir
     from edge import EmbeddingModel

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ def beats_from_record(
     channel: int | str = 0,
     cfg: DspConfig | None = None,
     good_only: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Beat]:
     """Cut a WFDB record into beats with the daemon's streaming DSP.
 
@@ -76,6 +78,9 @@ def beats_from_record(
         ``EmbeddingModel.dsp_config()``).
     good_only : bool
         Return only beats without quality flags (the only ones ever matched).
+    progress : callable, optional
+        ``progress(samples_done, samples_total)`` every minute of signal
+        (:func:`ecgstream.dsp.offline.extract_beats`); the beats are the same.
 
     Returns
     -------
@@ -89,7 +94,7 @@ def beats_from_record(
         Missing record or channel.
     """
     x, fs, _ = read_record(path, channel)
-    beats = extract_beats(x, fs, cfg or DspConfig())
+    beats = extract_beats(x, fs, cfg or DspConfig(), progress=progress)
     return [b for b in beats if b.good] if good_only else beats
 
 
@@ -194,12 +199,29 @@ def _thresholds(card: Any, op: str) -> dict[int, float]:
     return by
 
 
+def _beats_of_both(path_a: Any, path_b: Any, channel: int | str, cfg: DspConfig,
+                   progress: Callable[[float, float], None] | None) -> tuple[list[Beat], list[Beat]]:
+    """The good beats of A and of B, reporting ``progress`` over both records' seconds."""
+    if progress is None:
+        return beats_from_record(path_a, channel, cfg), beats_from_record(path_b, channel, cfg)
+    (xa, fa, _), (xb, fb, _) = read_record(path_a, channel), read_record(path_b, channel)
+    total = xa.size / fa + xb.size / fb
+    out = []
+    done = 0.0
+    for x, fs in ((xa, fa), (xb, fb)):
+        beats = extract_beats(x, fs, cfg, progress=lambda n, _t, fs=fs, d=done: progress(d + n / fs, total))
+        out.append([b for b in beats if b.good])
+        done += x.size / fs
+    return out[0], out[1]
+
+
 def verify_records(
     path_a: str | os.PathLike[str],
     path_b: str | os.PathLike[str],
     model: EmbeddingModel | None = None,
     channel: int | str = 0,
     operating_point: str = "eer",
+    progress: Callable[[float, float], None] | None = None,
 ) -> VerifyResult:
     """Are two ECG recordings of the same person? ("two inputs in, probability out").
 
@@ -218,6 +240,9 @@ def verify_records(
     operating_point : {"eer", "far_0.001"}
         Which card threshold decides: equal error rate (default) or a false
         accept rate of 0.1 % on held-out persons.
+    progress : callable, optional
+        ``progress(seconds_done, seconds_total)`` as the DSP goes through the
+        two records (seconds of signal of A and B together; a minute a call).
 
     Raises
     ------
@@ -231,8 +256,7 @@ def verify_records(
         raise ValueError(f"operating_point must be 'eer' or 'far_0.001', got {operating_point!r}")
     m = model or default_model()
     cfg = m.dsp_config()
-    beats_a = beats_from_record(path_a, channel, cfg)
-    beats_b = beats_from_record(path_b, channel, cfg)
+    beats_a, beats_b = _beats_of_both(path_a, path_b, channel, cfg, progress)
     if len(beats_a) < MIN_ENROL_BEATS:
         raise ValueError(f"record {path_a} has {len(beats_a)} good beats; need at least {MIN_ENROL_BEATS} to enrol")
     if len(beats_b) < MIN_PROBE_BEATS:

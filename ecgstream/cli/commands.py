@@ -47,6 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--operating-point", choices=("far_0.001", "eer"),
                    help="model-card threshold: far_0.001 (default; <= 0.1%% impostors accepted on held-out "
                    "persons) or eer (equal error rate: more genuine accepted, more impostors too)")
+    r.add_argument("--metrics", nargs="?", const="", metavar="[HOST:]PORT", type=_metrics_flag,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics ([metrics]; default "
+                   "127.0.0.1:9713; needs the 'metrics' extra)")
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("enroll", parents=[common], help="enrol a subject from a source",
@@ -94,6 +97,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from . import trust as cli_trust  # watch, device-key
 
     cli_trust.add_parsers(sub, common)
+    from . import plot as cli_plot  # plot run, plot enroll (issue 18)
+
+    cli_plot.add_parsers(sub, common)
     from ..fleet import cli as fleet_cli  # nats-config (issue 10)
 
     fleet_cli.add_parsers(sub)
@@ -254,11 +260,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
+    metrics = None
+    if cfg.metrics.enabled:  # ecgstream/daemon/metrics.py: asked for and not served is a config error
+        from ..daemon.metrics import serve_metrics
+
+        try:
+            metrics = serve_metrics(daemon, cfg.metrics)
+        except (ImportError, OSError) as exc:
+            print(f"ecgstream run: metrics.enabled: {exc} ({cfg.metrics.host}:{cfg.metrics.port})",
+                  file=sys.stderr)
+            return EXIT_CONFIG
     try:
         return daemon.run(stop)
     except PublishError as exc:
         print(f"ecgstream run: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _metrics_flag(v: str) -> dict[str, Any]:
+    """``--metrics [[HOST:]PORT]`` as ``[metrics]`` overrides (checked by the config's own rules)."""
+    o: dict[str, Any] = {"metrics.enabled": True}
+    if v:
+        host, sep, port = v.rpartition(":")
+        if not port.isdigit():
+            raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {v!r}")
+        o["metrics.port"] = int(port)
+        if sep:
+            o["metrics.host"] = host.strip("[]")
+    return o
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -99,6 +99,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, attr, None)
         if v is not None:
             o[key] = v
+    o.update(getattr(args, "metrics", None) or {})  # run --metrics [HOST:]PORT
     return o
 
 

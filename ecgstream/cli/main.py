@@ -29,20 +29,27 @@ def _cmd_beats(args: argparse.Namespace) -> int:
     if not isinstance(src, FiniteSource):
         print("ecgstream beats: only finite sources (wfdb:, synthetic:) can be listed", file=sys.stderr)
         return EXIT_USAGE
+    from .progress import progress_bar
+
     out = sys.stdout
     out.write("sample,time_s,rr_s,quality\n")
     pipe = None
     n = 0
-    for chunk in src.chunks():
-        if pipe is None:
-            try:
-                pipe = BeatPipeline(chunk.device, chunk.fs_hz)
-            except ValueError as exc:
-                print(f"ecgstream beats: {args.source}: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-        for b in pipe.push(chunk):
-            n += 1
-            out.write(_beat_line(b))
+    with progress_bar(args.progress, _seconds_of(src), "beats", "s of signal") as bar:
+        for chunk in src.chunks():
+            if pipe is None:
+                try:
+                    pipe = BeatPipeline(chunk.device, chunk.fs_hz)
+                except ValueError as exc:
+                    print(f"ecgstream beats: {args.source}: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
+            for b in pipe.push(chunk):
+                n += 1
+                out.write(_beat_line(b))
+            bar.update(chunk.samples.size / chunk.fs_hz)
+        if bar.total:
+            bar.n = bar.total  # seconds summed chunk by chunk are a little off; the record is done
+            bar.refresh()
     if pipe is not None:
         for b in pipe.flush():
             n += 1
@@ -55,6 +62,15 @@ def _cmd_beats(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _seconds_of(src) -> float | None:  # noqa: ANN001 - a FiniteSource
+    """Length of a finite source in seconds, when it says (a WFDB record, a synthetic stream)."""
+    x = getattr(src, "samples", None)
+    if x is not None and getattr(src, "fs_hz", None):
+        return round(x.size / src.fs_hz, 1)
+    sec = getattr(src, "seconds", None)
+    return float(sec) if sec else None
 
 
 def _beat_line(b) -> str:  # noqa: ANN001 - Beat
@@ -81,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rr_s (empty for the first beat of a segment), quality (0..1).",
     )
     b.add_argument("--source", required=True, help="wfdb:PATH[?channel=N] or synthetic:...")
+    from .progress import add_flag
+
+    add_flag(b)
     b.set_defaults(func=_cmd_beats)
 
     _add_optional_commands(sub)

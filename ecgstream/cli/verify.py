@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="card threshold: equal error rate (default) or FAR 0.1%% on held-out persons")
     v.add_argument("--model", dest="verify_model", help="model .tflite (default: the shipped edge/model.tflite)")
     v.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1)")
+    from .progress import add_flag
+
+    add_flag(v)
     v.set_defaults(func=run)
     return v
 
@@ -56,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, ValueError) as exc:
         print(f"ecgstream verify: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from .progress import Progress
+
     try:
-        r = verify_records(args.a, args.b, model=model, channel=channel,
-                           operating_point=args.operating_point)
+        with Progress(args.progress, "verify", "s of signal") as progress:
+            r = verify_records(args.a, args.b, model=model, channel=channel,
+                               operating_point=args.operating_point, progress=progress)
     except (DataError, ValueError) as exc:
         print(f"ecgstream verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

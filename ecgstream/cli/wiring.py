@@ -11,6 +11,7 @@ WFDB record never loads the MQTT source.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -113,7 +114,8 @@ def check_runnable(cfg) -> Any:
     The source URI is opened as ``run`` opens it (its parameters checked:
     ``fs=`` of an ascii serial line, a record that exists, ...), and the
     combinations of sections that only a running daemon meets (a group
-    source needs ``[mqtt] host`` and ``daemon.stdout = false``) are checked.
+    source needs ``[mqtt] host`` and ``daemon.stdout = false``; ``[metrics]`` needs
+    ``prometheus_client``) are checked.
 
     Returns
     -------
@@ -143,6 +145,9 @@ def check_runnable(cfg) -> Any:
     if not uri:
         return None
     problems: list[ConfigProblem] = []
+    if cfg.metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
+        problems.append(problem("metrics.enabled", "needs the prometheus_client package: "
+                                "pip install 'ecgstream[metrics]'"))
     try:
         params = SourceURI.parse(uri).params
     except SourceError as exc:

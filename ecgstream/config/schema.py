@@ -44,6 +44,7 @@ from ..core.settings import (
     LivenessConfig,
 )
 from .homeassistant import HomeAssistantConfig
+from .metrics import MetricsConfig
 
 __all__ = ["SECTIONS", "Config", "DaemonConfig", "DeviceConfig", "MqttConfig", "TemplatesConfig"]
 
@@ -219,7 +220,7 @@ class Config:
 
     Attributes
     ----------
-    daemon, mqtt, templates, decision, liveness, adaptation, attempts, input, homeassistant : section models
+    daemon, mqtt, templates, decision, liveness, adaptation, attempts, input, homeassistant, metrics : section models
     devices : dict of str to DeviceConfig
         Per-device settings by device id.
     path : str or None
@@ -238,6 +239,7 @@ class Config:
     attempts: AttemptsConfig = field(default_factory=AttemptsConfig)
     input: InputConfig = field(default_factory=InputConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: str | None = None
     warnings: tuple[str, ...] = ()
 

@@ -168,6 +168,7 @@ class Daemon:
         self.output = DaemonOutput(publisher, self.stats, self.trust, self.decision_cfg, publish_interval_s,
                                    self.model_id, clock, wall)
         self.fleet: Any = None  # ecgstream/fleet/group.py: a daemon of a group (admit, tick)
+        self.metrics: Any = None  # ecgstream/daemon/metrics.py: per-device counts for /metrics ([metrics])
 
     @property
     def publisher(self) -> Any:
@@ -328,6 +329,8 @@ class Daemon:
         gi = 0
         for dev, beats, arrival, off in steps:
             st.beats += len(beats)
+            if self.metrics is not None:
+                self.metrics.chunk(dev.device, len(beats))
             for b in beats:
                 live = dev.liveness.push(b, off)
                 if dev.matcher is not None and dev.decider is not None and emb is not None and self._matchable(b):
@@ -351,6 +354,8 @@ class Daemon:
 
     def _refused(self, chunk: SampleChunk, exc: Exception) -> None:
         self.stats.bad_chunks += 1
+        if self.metrics is not None:
+            self.metrics.refused(chunk.device)
         log.warning("device %s: chunk at sample %d rejected: %s", chunk.device, chunk.start_sample, exc)
 
     def _arrived(self, dev: DeviceState, chunk: SampleChunk) -> None:
@@ -380,7 +385,10 @@ class Daemon:
         if dev.device not in st.first_decision_s and d.state != UNKNOWN:
             st.first_decision_s[dev.device] = b.r_time_s
         if self.output.publish_auth(dev, d, force=d.changed):
-            st.decision_latency_s.append(self.clock() - arrival if arrival else 0.0)
+            lat = self.clock() - arrival if arrival else 0.0
+            st.decision_latency_s.append(lat)
+            if self.metrics is not None:
+                self.metrics.latency(lat)
 
     def _matchable(self, b: Beat) -> bool:
         return b.good or (self.decision_cfg.match_warmup_beats and b.flags == _WARMUP_ONLY)

@@ -33,6 +33,7 @@ class DaemonOutput:
     model_id: str
     clock: Callable[[], float]
     wall: Callable[[], float]
+    metrics: Any = None  # ecgstream/daemon/metrics.py: auth states by state, when [metrics] is on
 
     def publish_auth(self, dev: DeviceState, d: AuthDecision, force: bool) -> bool:
         from ..publish import auth_payload
@@ -54,6 +55,8 @@ class DaemonOutput:
         )
         self.publisher.auth(dev.device, payload, valid_until)
         self.stats.auth_published += 1
+        if self.metrics is not None:
+            self.metrics.auth(dev.device, d.state)
         return True
 
     def publish_liveness(self, dev: DeviceState, live: LivenessState, force: bool = False) -> None:

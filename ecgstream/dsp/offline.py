@@ -6,6 +6,8 @@ record as one chunk, never a second implementation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..core.types import Beat, SampleChunk
@@ -23,6 +25,8 @@ def extract_beats(
     cfg: DspConfig | None = None,
     device: str = "offline",
     detector: DetectorConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    progress_chunk_s: float = 60.0,
 ) -> list[Beat]:
     """Cut all beats of a whole record: the streaming pipeline in one chunk.
 
@@ -34,6 +38,11 @@ def extract_beats(
         Its sampling rate in Hz.
     cfg : DspConfig, optional
         Processing settings.
+    progress : callable, optional
+        Called as ``progress(samples_done, samples_total)`` after every
+        ``progress_chunk_s`` seconds of signal: the record is then pushed in
+        pieces of that length, which gives the same beats (the pipeline's
+        output does not depend on chunking).
 
     Returns
     -------
@@ -50,6 +59,13 @@ def extract_beats(
     """
     pipe = BeatPipeline(device, fs_hz, cfg, detector)
     x = coerce_samples(samples)
-    beats = pipe.push(SampleChunk(device, float(fs_hz), 0, x))
+    if progress is None:
+        beats = pipe.push(SampleChunk(device, float(fs_hz), 0, x))
+    else:
+        beats = []
+        step = max(1, round(progress_chunk_s * fs_hz))
+        for a in range(0, x.size, step):
+            beats.extend(pipe.push(SampleChunk(device, float(fs_hz), a, x[a:a + step])))
+            progress(min(a + step, x.size), x.size)
     beats.extend(pipe.flush())
     return beats

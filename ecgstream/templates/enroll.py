@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import SampleChunk
+from ..core.types import Beat, SampleChunk
 from ..dsp import BeatPipeline
 from ..pipeline import Embedder, Matcher
 from ..pipeline.scores import beat_scores, make_template, quality_weights
@@ -94,6 +94,7 @@ def enrol(
     against: Any = None,
     no_samples_s: float | None = 10.0,
     clock: Callable[[], float] = time.monotonic,
+    on_beat: Callable[[Beat], None] | None = None,
 ) -> EnrolResult:
     """Collect good beats from ``source`` and build a template.
 
@@ -119,6 +120,10 @@ def enrol(
         stops sending must not keep enrolment waiting forever. None: wait.
     clock : callable
         Monotonic host clock in seconds (injectable for tests).
+    on_beat : callable, optional
+        Called with every beat of the enrolled device, kept (``beat.good``)
+        or refused (its ``flags`` say why), as it is cut: ``ecgstream plot
+        enroll`` draws them. Nothing of them is kept here.
 
     Raises
     ------
@@ -149,6 +154,8 @@ def enrol(
         pipe: BeatPipeline = state["pipe"]
         for b in pipe.push(chunk):
             seen += 1
+            if on_beat is not None:
+                on_beat(b)
             if b.good:
                 windows.append(b.window)
         state["t"] = pipe.status.next_sample / chunk.fs_hz
@@ -160,7 +167,11 @@ def enrol(
     silent = _run_watched(source, sink, stop, state, no_samples_s, clock)
     if finite and state["pipe"] is not None and not stop.is_set():
         # The record ended: its last beats (up to the detector's delay) are complete too.
-        windows.extend(b.window for b in state["pipe"].flush() if b.good)
+        tail = state["pipe"].flush()
+        if on_beat is not None:
+            for b in tail:
+                on_beat(b)
+        windows.extend(b.window for b in tail if b.good)
     if silent is not None:
         raise EnrolError(
             f"no samples from the source for {silent:.0f} s ({len(windows)} good beats in "
