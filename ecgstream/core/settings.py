@@ -73,6 +73,14 @@ class LivenessConfig:
         "sample rate (samples per second of host time).")
     window_beats: Annotated[Int, check(lambda v: v >= 3, "window_beats must be at least 3")] = Field(
         12, description="Recent beats the checks look at.")
+    establish_beats: Annotated[Int, check(lambda v: v >= 3, "establish_beats must be at least 3")] = Field(
+        6, description="Beats after leads on (or a gap) before liveness can be established: the "
+        "heart-rate, variability and quality checks then run on the beats in hand (up to "
+        "``window_beats``). Until liveness is established no ``authenticated`` state is published.")
+    establish_rate_s: Annotated[Float, check(lambda v: 1.0 <= v <= 5.0, "establish_rate_s must be in [1, 5]")] = Field(
+        3.0, description="Seconds of arrivals needed before the sample rate counts as measured "
+        "(within ``rate_tolerance`` of the declared rate); until then liveness is not established "
+        "(a paced stream only; the 5-30 s windows take over after 5 s).")
     loop_min_period_s: Float = Field(4.0, description=_LOOP)
     loop_max_period_s: Float = Field(300.0, description=_LOOP)
     loop_match_beats: Annotated[Int, check(lambda v: v >= 3, "loop_match_beats must be at least 3")] = Field(
@@ -84,6 +92,8 @@ class LivenessConfig:
             p.append(("min_hr_bpm", "need 0 < min_hr_bpm < max_hr_bpm <= 300"))
         if not 0 <= self.min_rr_cv < self.max_rr_cv:
             p.append(("min_rr_cv", "need 0 <= min_rr_cv < max_rr_cv"))
+        if self.establish_beats > self.window_beats:
+            p.append(("establish_beats", "need establish_beats <= window_beats"))
         if not 0 < self.loop_min_period_s < self.loop_max_period_s:
             p.append(("loop_min_period_s", "need 0 < loop_min_period_s < loop_max_period_s"))
         return p

@@ -325,11 +325,12 @@ class Daemon:
             st.beats += len(beats)
             for b in beats:
                 live = dev.liveness.push(b, off)
+                # Liveness first: a consumer never sees an authenticated state before the live one.
+                self.output.publish_liveness(dev, live)
                 if dev.matcher is not None and dev.decider is not None and emb is not None and self._matchable(b):
                     e = emb[gi]
                     gi += 1
                     self._decide(dev, b, e, live, arrival)
-                self.output.publish_liveness(dev, live)
             self._contact(dev, off)
 
     def _admit(self, chunk: SampleChunk) -> DeviceState | None:
@@ -368,7 +369,8 @@ class Daemon:
         st = self.stats
         assert dev.matcher is not None and dev.decider is not None
         st.beats_good += 1
-        d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed)
+        dev.live_condition = live.condition
+        d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed, live.pending)
         # A locked-out device (attempt limits) publishes no `authenticated`, so it adapts nothing either.
         if not self.trust.attempts.locked(dev.device, self.clock()) and dev.matcher.adapt(b, e, d, live):
             st.adaptations += 1
@@ -385,6 +387,7 @@ class Daemon:
             dev.liveness.reset("leads off")
             if dev.matcher is not None:
                 dev.matcher.reset("leads off")
+            dev.live_condition = "leads_off"
             if dev.decider is not None:
                 self.output.publish_auth(dev, dev.decider.reset("leads off"), force=True)
             self.output.publish_liveness(dev, dev.liveness.state(True), force=True)
@@ -407,12 +410,14 @@ class Daemon:
                 if dev.decider is not None:
                     self.output.publish_auth(dev, dev.decider.reset(f"no samples for {silent_for:.0f} s"), force=True)
                 live = dev.liveness.state(True)
+                dev.live_condition = live.condition
                 self.output.publish_liveness(dev, live, force=True)
                 continue
-            if dev.decider is not None and not dev.silent:
-                d = dev.decider.tick(dev.stream_t, live.failed)
-                self.output.publish_auth(dev, d, force=d.changed)
+            dev.live_condition = live.condition
             self.output.publish_liveness(dev, live)
+            if dev.decider is not None and not dev.silent:
+                d = dev.decider.tick(dev.stream_t, live.failed, live.pending)
+                self.output.publish_auth(dev, d, force=d.changed)
 
     def drop_device(self, device: str, reason: str) -> None:
         """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""

@@ -55,6 +55,9 @@ class DeviceState:
         self.leads_off = True
         self.live_key: tuple | None = None
         self.last_live: LivenessState | None = None
+        #: The liveness condition the last decision saw (LivenessState.condition); the auth
+        #: payload's ``liveness`` field, and no ``authenticated`` leaves unless it is "live".
+        self.live_condition = "establishing"
         self.stream_t = 0.0
         self.silent = False
         self.last_event_after: dict[str, dict] = {}  # what -> the 'after' of its last event
