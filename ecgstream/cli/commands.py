@@ -103,10 +103,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
 
     try:
-        load_config(args.config, {})
+        cfg = load_config(args.config, {})
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    from ..trust.exposure import input_warnings
+
+    for w in input_warnings(cfg):  # valid, but an open door: said loudly (issue 16)
+        print(f"{args.config}: WARNING: INSECURE INPUT: {w}", file=sys.stderr)
     print(f"{args.config}: OK")
     return EXIT_OK
 

@@ -59,7 +59,11 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
         src_kwargs.update(mqtt_kwargs(cfg))
     source = open_source(uri, **src_kwargs)
     trust = Trust(cfg.attempts, cfg.input)
-    trust.configure_source(source, device_keys(cfg, source), set(cfg.devices))
+    keys, known, vanished = device_keys(cfg, source)
+    trust.configure_source(source, keys, known, vanished)
+    from ..trust.exposure import log_input_warnings
+
+    log_input_warnings(cfg)
     if cfg.mqtt.host:
         from ..publish.discovery import Discovery
         from ..publish.mqtt import MqttPublisher
@@ -92,13 +96,15 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     return daemon
 
 
-def device_keys(cfg, source) -> dict[str, bytes]:
-    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on."""
+def device_keys(cfg, source) -> tuple[dict[str, bytes], set[str], set[str]]:
+    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on;
+    then the configured devices and the devices whose key vanished (``configure_source``'s arguments)."""
     if cfg.input.message_auth == "off" or not hasattr(source, "verifier"):
-        return {}
+        return {}, set(cfg.devices), set()
     from ..trust.msgauth import DeviceKeyStore
 
-    return DeviceKeyStore.for_config(cfg).load_all()
+    store = DeviceKeyStore.for_config(cfg)
+    return store.load_all(), set(cfg.devices), set(store.vanished())
 
 
 def tls_options(cfg) -> Any:

@@ -42,6 +42,8 @@ class MqttSourceStats(SourceStats):
     unauthenticated: int = 0  # chunks refused by the message verifier (ecgstream.trust.msgauth)
     devices_refused: int = 0  # chunks of new devices beyond max_devices
     bad_device_ids: int = 0  # topics whose device level is not a valid device id
+    retained: int = 0  # retained messages ignored (issue 16: ECG is never retained)
+    resyncs: int = 0  # seq far behind or far ahead of the last: a gap and a new position
 
 
 @dataclass

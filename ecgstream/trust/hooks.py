@@ -62,16 +62,28 @@ class Trust:
         self._admitted: set[str] = set()  # other devices the daemon keeps a pipeline for
 
     # -- wiring ---------------------------------------------------------------------
-    def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str]) -> None:
-        """Give an MQTT source its verifier and device limit (``[input]``)."""
+    def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str],
+                         vanished: set[str] | frozenset[str] = frozenset()) -> None:
+        """Give an MQTT source its verifier and device limit (``[input]``).
+
+        ``vanished``: devices whose key is gone (refused, issue 16). Signed
+        chunks made before now (the daemon's start) are refused.
+        """
         self.reserved |= set(known) | set(keys)
         if not hasattr(source, "verifier"):
             return  # serial, WFDB, synthetic: no messages to verify (msgauth is not imported)
+        import time
+
         from .msgauth import MessageVerifier
 
         cfg = self.input
+        if vanished:
+            log.error("device(s) %s had a message key that is gone (key file missing): their chunks are "
+                      "refused; `ecgstream device-key remove DEVICE` if that was intended",
+                      ", ".join(sorted(vanished)))
         if cfg.message_auth != "off":
-            source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s).check
+            source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s,
+                                              not_before_s=time.time(), vanished=frozenset(vanished)).check
         source.reserved_devices = frozenset(known) | frozenset(keys)
         source.max_devices = 0 if cfg.only_known_devices else cfg.max_devices
 
