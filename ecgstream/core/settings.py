@@ -176,3 +176,21 @@ class InputConfig:
         "are always admitted. This bounds memory under a flood of made-up device ids.")
     only_known_devices: Bool = Field(
         False, description="Accept only devices of ``[devices.<id>]`` and devices with a key.")
+    # -- the fair, bounded intake (issue 16): ecgstream/daemon/intake.py ---------------------
+    max_queued_samples: Annotated[Int, within(1000, 100_000_000)] = Field(
+        2_000_000, description="Most samples waiting between the sources and the processing thread, "
+        "all devices together (memory: 8 bytes a sample); when full, the device with the most samples "
+        "waiting loses its oldest chunk.")
+    max_chunk_s: Annotated[Float, within(0, 60, lo_open=True, unit=" seconds")] = Field(
+        10.0, description="Longest chunk accepted, in seconds of its declared rate (a wearable sends "
+        "tenths of a second); longer ones are refused and counted.")
+    rate_limit: Annotated[Float, within(0, 100)] = Field(
+        1.5, description="Most samples per second of host time a device may send, as a multiple of "
+        "its declared rate (times the replay speed); beyond it chunks are refused, the device goes "
+        "``unknown`` and an ``input`` event says why. 0: no limit.")
+    burst_s: Annotated[Float, within(0, 600, lo_open=True, unit=" seconds")] = Field(
+        10.0, description="Seconds of samples a device may send at once above ``rate_limit`` (a "
+        "reconnect's backlog).")
+    device_backlog_s: Annotated[Float, within(0, 3600, lo_open=True, unit=" seconds")] = Field(
+        30.0, description="Most seconds of one device's samples waiting for processing; beyond it "
+        "the device's own oldest chunk is dropped.")

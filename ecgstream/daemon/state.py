@@ -19,6 +19,7 @@ class DaemonStats:
     samples: int = 0
     chunks_dropped: int = 0
     samples_dropped: int = 0
+    chunks_refused: int = 0  # by the intake: over the chunk-length cap or the device's rate (issue 16)
     beats: int = 0
     beats_good: int = 0
     beats_embedded: int = 0

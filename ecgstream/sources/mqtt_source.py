@@ -199,6 +199,9 @@ class MqttSource:
         self.on_untrusted: Callable[[str, str], None] | None = None
         self.max_devices: int | None = None
         self.reserved_devices: frozenset[str] = frozenset()
+        #: Per-device rate limit before decoding (``[input] rate_limit``, ``burst_s``; None: off).
+        self.rate_limit: float | None = None
+        self.burst_s = 10.0
 
     # -- the per-device rules (network thread) -------------------------------------------
     def device_of(self, topic: str) -> str | None:
@@ -235,6 +238,8 @@ class MqttSource:
             return None
         state = self._devices.get(dev)
         if state is None and not self._admit(dev):
+            return None
+        if state is not None and self.rate_limit and not self._within_rate(dev, state, len(payload), now):
             return None
         try:
             d = decode_payload(payload)
@@ -302,6 +307,7 @@ class MqttSource:
                             gap_before=gap, leads_off=d.leads_off)
         state.next_index += n
         state.received += n
+        state.bytes_per_sample = max(1.0, len(payload) / max(1, n))
         state.meter.add(now, state.received)
         st.declared_fs_hz[dev] = d.fs_hz
         rate = state.meter.rate_hz
@@ -310,6 +316,38 @@ class MqttSource:
         st.chunks += 1
         st.samples += n
         return chunk
+
+    def _within_rate(self, dev: str, state: _Device, nbytes: int, now: float) -> bool:
+        """Whether a message of ``nbytes`` fits the device's rate, judged *before* decoding it.
+
+        A flood costs the network thread little: its samples are estimated
+        from the payload's size (bytes per sample of the device's last
+        chunk), against a token bucket filled at ``rate_limit`` x its
+        declared rate, ``burst_s`` deep; the message is dropped undecoded
+        when the bucket is short, counted in ``stats.rate_limited`` and told
+        to the trust hooks (the device goes ``unknown``, an ``input`` event
+        says why). The daemon's intake checks the decoded samples again.
+        """
+        est = nbytes / state.bytes_per_sample
+        rate = state.fs_hz * float(self.rate_limit or 0.0)
+        depth = max(state.fs_hz * self.burst_s, est)
+        if state.tokens is None:
+            state.tokens, state.tokens_t = depth, now
+        else:
+            state.tokens = min(depth, state.tokens + max(0.0, now - state.tokens_t) * rate)
+            state.tokens_t = now
+        if state.tokens >= est:
+            state.tokens -= est
+            return True
+        st = self._stats
+        st.rate_limited += 1
+        if st.rate_limited == 1 or st.rate_limited % 10000 == 0:
+            log.warning("MQTT device %s: messages faster than %g x its declared %g Hz dropped undecoded; "
+                        "%d so far", dev, self.rate_limit, state.fs_hz, st.rate_limited)
+        if self.on_untrusted is not None and st.rate_limited % 100 == 1:  # told, not once per message
+            self.on_untrusted(dev, f"flooding: samples faster than {self.rate_limit:g} x its declared "
+                                   f"{state.fs_hz:g} Hz")
+        return False
 
     def _admit(self, dev: str) -> bool:
         """Whether a device not seen before may start a stream (id valid, under the limit)."""

@@ -85,6 +85,8 @@ class Trust:
             source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s,
                                               not_before_s=time.time(), vanished=frozenset(vanished)).check
         source.reserved_devices = frozenset(known) | frozenset(keys)
+        if getattr(cfg, "rate_limit", 0):  # a wearable is live: its rate is its declared one
+            source.rate_limit, source.burst_s = cfg.rate_limit, cfg.burst_s
         source.max_devices = 0 if cfg.only_known_devices else cfg.max_devices
 
     def attach(self, daemon: Any) -> None:
