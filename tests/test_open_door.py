@@ -227,3 +227,18 @@ def test_run_warns_loudly_about_an_unauthenticated_mqtt_input(broker, tmp_path: 
     finally:
         p.terminate()
         p.wait(20)
+
+
+def test_concurrent_adds_of_different_devices_all_reach_the_register(tmp_path: Path):
+    import threading
+
+    from ecgstream.trust.msgauth import DeviceKeyStore
+
+    store = DeviceKeyStore(tmp_path / "device-keys", bytes(32))
+    store.directory.mkdir(mode=0o700)
+    ts = [threading.Thread(target=store.add, args=(f"s{i}",)) for i in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert store.register_path.read_text().split() == sorted(f"s{i}" for i in range(12))

@@ -59,7 +59,7 @@ log = logging.getLogger("ecgstream.msgauth")  # the name its log lines have alwa
 
 KEY_BYTES = 32
 SUFFIX = ".dkey"
-REGISTER = ".keyed"
+REGISTER = "keyed-devices.txt"
 MODES = ("off", "keyed", "required")
 _AAD = b"ecgstream-device-key-v1\0"
 _DEVICE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -107,7 +107,7 @@ class DeviceKeyStore:
 
     @property
     def register_path(self) -> Path:
-        """``.keyed``: every device given a key and not removed with :meth:`remove`, one a line."""
+        """``keyed-devices.txt``: every device given a key and not removed with :meth:`remove`, one a line."""
         return self.directory / REGISTER
 
     def _register(self) -> set[str] | None:
@@ -116,6 +116,23 @@ class DeviceKeyStore:
         except FileNotFoundError:
             return None
         return {ln.strip() for ln in text.splitlines() if _DEVICE_RE.fullmatch(ln.strip())}
+
+    def _update_register(self, add: str | None = None, drop: str | None = None) -> None:
+        """Add or drop one device, under an exclusive lock of the directory (concurrent adds)."""
+        import fcntl
+
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            reg = self._register()
+            reg = set(self.devices()) if reg is None else reg
+            if add:
+                reg.add(add)
+            if drop:
+                reg.discard(drop)
+            self._write_register(reg)
+        finally:
+            os.close(dfd)  # closing releases the lock
 
     def _write_register(self, devices: set[str]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".keyed.", suffix=".tmp", dir=self.directory)
@@ -194,7 +211,7 @@ class DeviceKeyStore:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        self._write_register((self._register() or set(self.devices())) | {device})
+        self._update_register(add=device)
         return key
 
     def get(self, device: str) -> bytes | None:
@@ -242,7 +259,7 @@ class DeviceKeyStore:
             if reg is None or device not in reg:
                 raise DeviceKeyError(f"device {device!r} has no key") from None
         if reg is not None and device in reg:  # removed on purpose: no longer "vanished"
-            self._write_register(reg - {device})
+            self._update_register(drop=device)
 
     def load_all(self) -> dict[str, bytes]:
         """Every device's key; a damaged file is an error (fail closed: that device would be open)."""
