@@ -191,6 +191,10 @@ class InputConfig:
     burst_s: Annotated[Float, within(0, 600, lo_open=True, unit=" seconds")] = Field(
         10.0, description="Seconds of samples a device may send at once above ``rate_limit`` (a "
         "reconnect's backlog).")
+    device_expiry_s: Annotated[Float, within(0, 86400 * 30, unit=" seconds")] = Field(
+        600.0, description="A device that is neither configured (``[devices.<id>]``) nor keyed and "
+        "has sent nothing for this long is forgotten by the daemon and the MQTT source (its state "
+        "``unknown``, its availability ``offline``); it starts afresh when it comes back. 0: never.")
     device_backlog_s: Annotated[Float, within(0, 3600, lo_open=True, unit=" seconds")] = Field(
         30.0, description="Most seconds of one device's samples waiting for processing; beyond it "
         "the device's own oldest chunk is dropped.")

@@ -405,6 +405,7 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         self._floods(now)
+        self._expire(now)
         self.trust.tick(self)
         if self.fleet is not None:
             self.fleet.tick(self)
@@ -429,6 +430,21 @@ class Daemon:
             if dev.decider is not None and not dev.silent:
                 d = dev.decider.tick(dev.stream_t, live.failed, live.pending)
                 self.output.publish_auth(dev, d, force=d.changed)
+
+    def _expire(self, now: float) -> None:
+        """Forget devices of no configuration and no key, silent for ``[input] device_expiry_s`` (issue 16)."""
+        ttl = getattr(self.trust.input, "device_expiry_s", 0.0)
+        if not ttl or self.speed is None or now - getattr(self, "_last_expiry", -1e18) < 1.0:
+            return
+        self._last_expiry = now
+        gone = [d for d, dev in self.devices.items()
+                if now - dev.last_chunk_host > ttl and d not in self.trust.reserved]
+        for d in gone:
+            self.drop_device(d, f"no samples for {ttl:.0f} s: device forgotten")
+            self.trust.forget(d)
+            self.publisher.availability(d, False)
+        if gone:
+            log.info("%d silent device(s) forgotten (device_expiry_s %.0f s)", len(gone), ttl)
 
     def drop_device(self, device: str, reason: str) -> None:
         """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""

@@ -45,6 +45,7 @@ class MqttSourceStats(SourceStats):
     retained: int = 0  # retained messages ignored (issue 16: ECG is never retained)
     resyncs: int = 0  # seq far behind or far ahead of the last: a gap and a new position
     rate_limited: int = 0  # messages dropped undecoded: over the device's rate (issue 16)
+    devices_expired: int = 0  # unconfigured, unkeyed devices forgotten after device_expiry_s
 
 
 @dataclass
@@ -58,6 +59,7 @@ class _Device:
     bytes_per_sample: float = 4.0  # of its last chunk: estimates a message's samples before decoding
     tokens: float | None = None  # rate limit (samples), None until the first check
     tokens_t: float = 0.0
+    last_t: float = 0.0  # host time of its last accepted chunk (expiry)
 
 
 def _topic_parts(filt: str, uri: str, device: str | None) -> tuple[int | None, str | None]:

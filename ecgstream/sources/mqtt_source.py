@@ -202,6 +202,9 @@ class MqttSource:
         #: Per-device rate limit before decoding (``[input] rate_limit``, ``burst_s``; None: off).
         self.rate_limit: float | None = None
         self.burst_s = 10.0
+        #: Forget unconfigured, unkeyed devices silent this long (``[input] device_expiry_s``; None: never).
+        self.device_expiry_s: float | None = None
+        self._last_expiry = -1e18
 
     # -- the per-device rules (network thread) -------------------------------------------
     def device_of(self, topic: str) -> str | None:
@@ -237,7 +240,7 @@ class MqttSource:
             log.warning("MQTT: message on unexpected topic %r dropped", topic)
             return None
         state = self._devices.get(dev)
-        if state is None and not self._admit(dev):
+        if state is None and not self._admit(dev, now):
             return None
         if state is not None and self.rate_limit and not self._within_rate(dev, state, len(payload), now):
             return None
@@ -307,6 +310,7 @@ class MqttSource:
                             gap_before=gap, leads_off=d.leads_off)
         state.next_index += n
         state.received += n
+        state.last_t = now
         state.bytes_per_sample = max(1.0, len(payload) / max(1, n))
         state.meter.add(now, state.received)
         st.declared_fs_hz[dev] = d.fs_hz
@@ -349,9 +353,24 @@ class MqttSource:
                                    f"{state.fs_hz:g} Hz")
         return False
 
-    def _admit(self, dev: str) -> bool:
+    def _expire(self, now: float) -> None:
+        """Forget devices neither configured nor keyed that sent nothing for ``device_expiry_s``."""
+        ttl = self.device_expiry_s
+        if not ttl or now - self._last_expiry < min(ttl, 10.0):
+            return
+        self._last_expiry = now
+        gone = [d for d, s in self._devices.items() if now - s.last_t > ttl and d not in self.reserved_devices]
+        for d in gone:
+            del self._devices[d]
+            self._stats.devices.discard(d)
+            self._stats.declared_fs_hz.pop(d, None)
+            self._stats.measured_fs_hz.pop(d, None)
+        self._stats.devices_expired += len(gone)
+
+    def _admit(self, dev: str, now: float = 0.0) -> bool:
         """Whether a device not seen before may start a stream (id valid, under the limit)."""
         st = self._stats
+        self._expire(now)
         if not _DEVICE_ID.fullmatch(dev):
             st.bad_device_ids += 1
             if st.bad_device_ids == 1 or st.bad_device_ids % 1000 == 0:

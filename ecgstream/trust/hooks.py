@@ -85,6 +85,7 @@ class Trust:
             source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s,
                                               not_before_s=time.time(), vanished=frozenset(vanished)).check
         source.reserved_devices = frozenset(known) | frozenset(keys)
+        source.device_expiry_s = getattr(cfg, "device_expiry_s", 0.0) or None
         if getattr(cfg, "rate_limit", 0):  # a wearable is live: its rate is its declared one
             source.rate_limit, source.burst_s = cfg.rate_limit, cfg.burst_s
         source.max_devices = 0 if cfg.only_known_devices else cfg.max_devices
@@ -110,6 +111,10 @@ class Trust:
             log.warning("daemon: %d devices already (the limit, [input] max_devices): chunks of new device "
                         "%s refused; %d so far", len(self._admitted), dev[:80], n)
         return False
+
+    def forget(self, device: str) -> None:
+        """The daemon forgot ``device`` (expired): it no longer counts against ``max_devices``."""
+        self._admitted.discard(device)
 
     def untrusted(self, device: str, reason: str) -> None:
         """A source refused a chunk of ``device`` (any thread)."""
