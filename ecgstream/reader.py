@@ -13,7 +13,14 @@ question, :meth:`AuthReader.authenticated`, and gets ``True`` only when
    subject;
 4. its ``valid_until`` is later than the reader's clock plus ``skew_s``,
    and it does not claim more than ``max_valid_for_s`` of validity beyond
-   its own ``time`` (a state that promises hours is not believed);
+   its own ``time`` (a state that promises hours is not believed); its
+   ``time`` is not ahead of the reader's clock by more than ``skew_s``
+   (plus one second of rounding), and its ``valid_until`` is not further
+   than ``max_valid_for_s`` from the reader's clock (a state stamped in the
+   future cannot stretch the cap: issue 16);
+4a. its ``liveness`` is ``"live"``: liveness was positively established
+   when the daemon decided (issue 16, live before accepted; a state
+   without the field, from a daemon that predates it, is refused);
 5. its ``model_id`` is the expected one, when ``model_id`` is given (a
    daemon restarted on another model must be re-approved);
 6. when the state names its serving daemon (``"served_by": ID``, a daemon
@@ -33,7 +40,7 @@ Examples
 >>> from ecgstream.reader import DeviceView, evaluate
 >>> v = DeviceView(availability="online",
 ...                auth={"state": "authenticated", "time": 100.0, "valid_until": 105.0,
-...                      "model_id": "m", "subject": "alice"})
+...                      "model_id": "m", "subject": "alice", "liveness": "live"})
 >>> evaluate(v, now=101.0).authenticated
 True
 >>> evaluate(v, now=105.0).reason
@@ -59,6 +66,10 @@ from .mqtt.client import subscriber_callbacks
 __all__ = ["AuthReader", "DeviceView", "Verdict", "evaluate", "is_authenticated"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a state's ``time`` may be ahead of the reader's clock beyond ``skew_s`` (the daemon
+#: rounds times to the millisecond; a second covers that and scheduling).
+FUTURE_SLACK_S = 1.0
 
 #: Largest payload the reader parses (an auth state is a few hundred bytes).
 MAX_STATE_BYTES = 16 * 1024
@@ -138,8 +149,16 @@ def evaluate(view: DeviceView | None, now: float, *, device: str = "", model_id:
         return no("auth state lacks a numeric time / valid_until")
     if vu - t > max_valid_for_s:
         return no(f"auth state claims {vu - t:.0f} s of validity (most {max_valid_for_s:.0f} s)")
-    if not now + max(0.0, skew_s) < vu:
+    skew = max(0.0, skew_s)
+    if t > now + skew + FUTURE_SLACK_S:
+        return no(f"auth state is stamped {t - now:.1f} s in the future (clock skew allowed {skew:.1f} s)")
+    if vu - now > max_valid_for_s:
+        return no(f"auth state is valid for {vu - now:.0f} s from now (most {max_valid_for_s:.0f} s)")
+    if not now + skew < vu:
         return no("state expired (valid_until passed)")
+    live = a.get("liveness")
+    if live != "live":
+        return no(f"liveness not established ({live!r})" if isinstance(live, str) else "auth state lacks liveness")
     mid = a.get("model_id")
     if not isinstance(mid, str) or not mid:
         return no("auth state lacks a model id")

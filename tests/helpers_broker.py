@@ -49,11 +49,13 @@ OPEN_PUBLISHERS: list[Any] = []
 
 
 def require_mosquitto(passwd: bool = False) -> None:
-    """Skip the calling test when the broker binaries are missing (``apt-get install -y mosquitto``)."""
+    """Skip the calling test when the broker binaries are missing (``apt-get install -y mosquitto``);
+    under ``CI=true`` a missing broker fails the test instead (a CI run must never pass by skipping)."""
+    miss = pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip
     if MOSQUITTO is None:
-        pytest.skip("mosquitto not installed (apt-get install -y mosquitto)")
+        miss("mosquitto not installed (apt-get install -y mosquitto)")
     if passwd and MOSQUITTO_PASSWD is None:
-        pytest.skip("mosquitto_passwd not installed (apt-get install -y mosquitto)")
+        miss("mosquitto_passwd not installed (apt-get install -y mosquitto)")
 
 
 

@@ -63,7 +63,7 @@ def test_auth_sensor_has_what_home_assistant_needs():
     assert auth["name"] == "Authentication"
     assert auth["unique_id"] == "ecgstream_gw-1_chest1_auth"
     assert auth["state_topic"] == "ecgstream/chest1/auth"
-    assert auth["val_tpl"] == "{{ value_json.state }}"  # value_template, abbreviated (see module doc)
+    assert "value_json.liveness == 'live'" in auth["val_tpl"]  # value_template, abbreviated (see module doc)
     assert auth["json_attributes_topic"] == "ecgstream/chest1/auth"
     for key in ("subject", "score", "valid_until"):
         assert f"'{key}': value_json.{key}" in auth["json_attr_tpl"]
@@ -104,9 +104,33 @@ def test_single_device_availability_is_the_device_topic_only():
         assert [a["topic"] for a in payload["availability"]] == ["ecgstream/chest1/availability"]
 
 
+def _render_state(tpl: str, payload: dict) -> str:
+    """The auth sensor's value template, evaluated (its expression is Python as well as Jinja)."""
+    from types import SimpleNamespace
+
+    expr = tpl.strip()
+    assert expr.startswith("{{") and expr.endswith("}}")
+    return eval(expr[2:-2], {}, {"value_json": SimpleNamespace(**{"liveness": None, **payload})})  # noqa: S307
+
+
+@pytest.mark.parametrize("state,liveness,shown", [
+    ("authenticated", "live", "authenticated"),
+    ("authenticated", "establishing", "unknown"),
+    ("authenticated", "failed", "unknown"),
+    ("authenticated", None, "unknown"),  # a state without the field (an older daemon, a forgery)
+    ("rejected", "establishing", "rejected"),
+    ("unknown", "leads_off", "unknown"),
+])
+def test_auth_sensor_requires_liveness_for_authenticated(state, liveness, shown):
+    """Issue 16, item 1: HA shows ``authenticated`` only when the same payload says ``liveness: live``."""
+    auth = next(c for c in _configs().values() if c["name"] == "Authentication")
+    payload = {"state": state} if liveness is None else {"state": state, "liveness": liveness}
+    assert _render_state(auth["val_tpl"], payload) == shown
+
+
 def test_templates_read_only_fields_the_payloads_have():
     """A renamed payload field breaks the HA templates: caught here, not in someone's dashboard."""
-    auth = auth_payload("authenticated", "alice", 0.9, 0.8, 12, 1000.0, 1005.0, 1, "m", "ok")
+    auth = auth_payload("authenticated", "alice", 0.9, 0.8, 12, 1000.0, 1005.0, 1, "m", "ok", liveness="live")
     live = liveness_payload(True, True, 70.0, 0.9, 1000.0, 1005.0, [], 250.0, 250.0)
     cfgs = list(_configs().values())
     for cfg, payload in ((cfgs[0], auth), (cfgs[1], live)):

@@ -164,7 +164,7 @@ def test_member_live_set_wills_and_lease():
 
 def test_reader_refuses_a_state_whose_serving_daemon_is_not_online():
     auth = {"state": "authenticated", "time": 100.0, "valid_until": 105.0, "model_id": "m",
-            "served_by": "gw1"}
+            "served_by": "gw1", "liveness": "live"}
     v = DeviceView(availability="online", auth=auth)
     assert evaluate(v, 101.0, daemons={"gw1": "online"}).authenticated
     assert evaluate(v, 101.0, daemons={"gw1": "offline"}).reason == "serving daemon 'gw1' is not online"

@@ -58,7 +58,7 @@ def _pub(b, password=USERS["ecgstream"], ca=None, host="localhost", tls=_DEFAULT
 
 def _auth(seq=1):
     t = time.time()
-    return auth_payload("authenticated", "alice", 0.9, 0.8, 10, t, t + 30, seq, "m"), t + 30
+    return auth_payload("authenticated", "alice", 0.9, 0.8, 10, t, t + 30, seq, "m", liveness="live"), t + 30
 
 
 def test_tls_with_credentials_delivers(tls_broker):

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _auth(state="authenticated", seq=1, t=None, valid_s=5.0, subject="alice"):
     t = time.time() if t is None else t
-    return auth_payload(state, subject, 0.91234567, 0.8, 12, t, t + valid_s, seq, "m-1", "enough beats"), t + valid_s
+    return auth_payload(state, subject, 0.91234567, 0.8, 12, t, t + valid_s, seq, "m-1", "enough beats",
+                        liveness="live" if state == "authenticated" else "establishing"), t + valid_s
 
 
 def _live(t=None, valid_s=5.0):
@@ -48,7 +49,7 @@ def _live(t=None, valid_s=5.0):
 def test_auth_payload_fields_and_rounding():
     p, vu = _auth(t=1000.0)
     assert list(p) == ["state", "subject", "score", "threshold", "beats_used", "time",
-                       "valid_until", "seq", "model_id", "reason"]
+                       "valid_until", "seq", "model_id", "reason", "liveness"]
     assert p["score"] == 0.9123 and p["time"] == 1000.0 and p["valid_until"] == 1005.0 == vu
     assert json.loads(json.dumps(p)) == p
     nan = auth_payload("unknown", None, float("nan"), math.inf, 0, 1.0, 2.0, 1, "m")

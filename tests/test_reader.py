@@ -30,7 +30,7 @@ DEV = "Person_01-rec_2"
 
 def _auth(**kw):
     a = {"state": "authenticated", "subject": "alice", "time": 100.0, "valid_until": 102.0,
-         "model_id": "m1", "seq": 3}
+         "model_id": "m1", "seq": 3, "liveness": "live"}
     a.update(kw)
     return DeviceView("online", a)
 
@@ -54,7 +54,7 @@ def _auth(**kw):
     (_auth(), {"connected": False}, "not connected"),
     (_auth(), {"skew_s": 1.5}, "expired"),
 ])
-def test_every_rule_fails_closed(view, kw, reason):
+def test_every_rule_fails_closed(view, kw, reason):  # now = 101.0
     v = evaluate(view, 101.0, **kw)
     assert not v.authenticated and reason in v.reason, v
 

@@ -116,11 +116,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .wiring import check_runnable
 
     try:
+        cfg = load_config(args.config, {})
         # The same checks `run` makes before it starts (source parameters, section combinations).
-        check_runnable(load_config(args.config, {}))
+        check_runnable(cfg)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    from ..trust.exposure import input_warnings
+
+    for w in input_warnings(cfg):  # valid, but an open door: said loudly (issue 16)
+        print(f"{args.config}: WARNING: INSECURE INPUT: {w}", file=sys.stderr)
     print(f"{args.config}: OK")
     return EXIT_OK
 

@@ -57,7 +57,11 @@ def build_daemon(cfg, stdout=None, notifier=None, **kw: Any):
     source = check_runnable(cfg)
     speed = float(getattr(source, "speed", cfg.daemon.speed))
     trust = Trust(cfg.attempts, cfg.input)
-    trust.configure_source(source, device_keys(cfg, source), set(cfg.devices))
+    keys, known, vanished = device_keys(cfg, source)
+    trust.configure_source(source, keys, known, vanished)
+    from ..trust.exposure import log_input_warnings
+
+    log_input_warnings(cfg)
     if cfg.mqtt.host:
         from ..publish.discovery import Discovery
         from ..publish.mqtt import MqttPublisher
@@ -217,13 +221,15 @@ def check_templates(cfg, store, templates: dict[str, Any], subject: str | None,
                         "to run liveness only")
 
 
-def device_keys(cfg, source) -> dict[str, bytes]:
-    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on."""
+def device_keys(cfg, source) -> tuple[dict[str, bytes], set[str], set[str]]:
+    """Message keys of the devices (``ecgstream device-key``), for an MQTT source with message_auth on;
+    then the configured devices and the devices whose key vanished (``configure_source``'s arguments)."""
     if cfg.input.message_auth == "off" or not hasattr(source, "verifier"):
-        return {}
+        return {}, set(cfg.devices), set()
     from ..trust.msgauth import DeviceKeyStore
 
-    return DeviceKeyStore.for_config(cfg).load_all()
+    store = DeviceKeyStore.for_config(cfg)
+    return store.load_all(), set(cfg.devices), set(store.vanished())
 
 
 def tls_options(cfg) -> Any:

@@ -73,6 +73,14 @@ class LivenessConfig:
         "sample rate (samples per second of host time).")
     window_beats: Annotated[Int, check(lambda v: v >= 3, "window_beats must be at least 3")] = Field(
         12, description="Recent beats the checks look at.")
+    establish_beats: Annotated[Int, check(lambda v: v >= 3, "establish_beats must be at least 3")] = Field(
+        6, description="Beats after leads on (or a gap) before liveness can be established: the "
+        "heart-rate, variability and quality checks then run on the beats in hand (up to "
+        "``window_beats``). Until liveness is established no ``authenticated`` state is published.")
+    establish_rate_s: Annotated[Float, check(lambda v: 1.0 <= v <= 5.0, "establish_rate_s must be in [1, 5]")] = Field(
+        3.0, description="Seconds of arrivals needed before the sample rate counts as measured "
+        "(within ``rate_tolerance`` of the declared rate); until then liveness is not established "
+        "(a paced stream only; the 5-30 s windows take over after 5 s).")
     loop_min_period_s: Float = Field(4.0, description=_LOOP)
     loop_max_period_s: Float = Field(300.0, description=_LOOP)
     loop_match_beats: Annotated[Int, check(lambda v: v >= 3, "loop_match_beats must be at least 3")] = Field(
@@ -84,6 +92,8 @@ class LivenessConfig:
             p.append(("min_hr_bpm", "need 0 < min_hr_bpm < max_hr_bpm <= 300"))
         if not 0 <= self.min_rr_cv < self.max_rr_cv:
             p.append(("min_rr_cv", "need 0 <= min_rr_cv < max_rr_cv"))
+        if self.establish_beats > self.window_beats:
+            p.append(("establish_beats", "need establish_beats <= window_beats"))
         if not 0 < self.loop_min_period_s < self.loop_max_period_s:
             p.append(("loop_min_period_s", "need 0 < loop_min_period_s < loop_max_period_s"))
         return p
@@ -166,3 +176,25 @@ class InputConfig:
         "are always admitted. This bounds memory under a flood of made-up device ids.")
     only_known_devices: Bool = Field(
         False, description="Accept only devices of ``[devices.<id>]`` and devices with a key.")
+    # -- the fair, bounded intake (issue 16): ecgstream/daemon/intake.py ---------------------
+    max_queued_samples: Annotated[Int, within(1000, 100_000_000)] = Field(
+        2_000_000, description="Most samples waiting between the sources and the processing thread, "
+        "all devices together (memory: 8 bytes a sample); when full, the device with the most samples "
+        "waiting loses its oldest chunk.")
+    max_chunk_s: Annotated[Float, within(0, 60, lo_open=True, unit=" seconds")] = Field(
+        10.0, description="Longest chunk accepted, in seconds of its declared rate (a wearable sends "
+        "tenths of a second); longer ones are refused and counted.")
+    rate_limit: Annotated[Float, within(0, 100)] = Field(
+        1.5, description="Most samples per second of host time a device may send, as a multiple of "
+        "its declared rate (times the replay speed); beyond it chunks are refused, the device goes "
+        "``unknown`` and an ``input`` event says why. 0: no limit.")
+    burst_s: Annotated[Float, within(0, 600, lo_open=True, unit=" seconds")] = Field(
+        10.0, description="Seconds of samples a device may send at once above ``rate_limit`` (a "
+        "reconnect's backlog).")
+    device_expiry_s: Annotated[Float, within(0, 86400 * 30, unit=" seconds")] = Field(
+        600.0, description="A device that is neither configured (``[devices.<id>]``) nor keyed and "
+        "has sent nothing for this long is forgotten by the daemon and the MQTT source (its state "
+        "``unknown``, its availability ``offline``); it starts afresh when it comes back. 0: never.")
+    device_backlog_s: Annotated[Float, within(0, 3600, lo_open=True, unit=" seconds")] = Field(
+        30.0, description="Most seconds of one device's samples waiting for processing; beyond it "
+        "the device's own oldest chunk is dropped.")

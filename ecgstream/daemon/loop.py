@@ -2,9 +2,13 @@
 
 Threads: one per source (blocking reads), the publisher's network thread,
 and the one processing thread that owns all pipeline state (this module's
-:meth:`Daemon.run`). Sources hand chunks to a bounded queue; when it is full
-the oldest chunk is dropped and counted (the pipeline sees the jump in sample
-index and marks a gap), so a slow consumer never blocks a network thread.
+:meth:`Daemon.run`). Sources hand chunks to the fair intake
+(:mod:`ecgstream.daemon.intake`): per-device queues served round-robin,
+bounded in samples, with a chunk-length cap and a rate limit tied to each
+device's declared rate; when memory is short the device with the most
+samples waiting loses its oldest chunk (the pipeline sees the jump in
+sample index and marks a gap), so a slow consumer never blocks a network
+thread and a flooding device never starves the others.
 
 The data flow of :meth:`Daemon._process` is the README's diagram: per
 device a :class:`~ecgstream.dsp.BeatPipeline` (chunks -> beats; the devices
@@ -22,7 +26,6 @@ online adaptation may move within bounds), a
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +48,7 @@ from ..pipeline import (
 )
 from ..sources.base import Source
 from ..trust.hooks import Trust
+from .intake import DROPPED, FairIntake, IntakeLimits
 from .output import DaemonOutput
 from .state import DaemonStats, DeviceState
 
@@ -146,7 +150,11 @@ class Daemon:
                 raise ValueError(cohort_mismatch(t, cid))
         self.adaptation_cfg = adaptation_cfg or AdaptationConfig()
         self._adapt_policy = self.adaptation_cfg.policy()
-        self.queue: queue.Queue[SampleChunk] = queue.Queue(maxsize=queue_max_chunks)
+        # Fair, bounded intake (issue 16): per-device queues served round-robin, bounded in
+        # samples, a chunk-length cap and a rate limit tied to each device's declared rate.
+        in_cfg = trust.input if trust is not None else None
+        self.queue = FairIntake(IntakeLimits.of(in_cfg, queue_max_chunks, self.speed), clock=clock)
+        self._flood_logged: dict[str, float] = {}
         self.exit_when_sources_end = exit_when_sources_end
         self.expected_fs = dict(expected_fs or {})
         self.max_round_chunks = 64
@@ -197,20 +205,14 @@ class Daemon:
 
     # -- source side (source threads) ---------------------------------------
     def _sink(self, chunk: SampleChunk) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(chunk)
-                return
-            except queue.Full:
-                with self._q_lock:
-                    try:
-                        old = self.queue.get_nowait()
-                    except queue.Empty:
-                        continue
-                    self.stats.chunks_dropped += 1
-                    self.stats.samples_dropped += int(np.size(old.samples))
-                if self.stats.chunks_dropped in (1, 10, 100) or self.stats.chunks_dropped % 1000 == 0:
-                    log.warning("processing falls behind: %d chunks dropped so far", self.stats.chunks_dropped)
+        q = self.queue
+        q.put(chunk)
+        st, ist = self.stats, q.stats
+        if ist.dropped_chunks != st.chunks_dropped:
+            st.chunks_dropped, st.samples_dropped = ist.dropped_chunks, ist.dropped_samples
+            if st.chunks_dropped in (1, 10, 100) or st.chunks_dropped % 1000 == 0:
+                log.warning("processing falls behind: %d chunks dropped so far", st.chunks_dropped)
+        st.chunks_refused = ist.refused_long + ist.refused_rate
 
     def _run_source(self, src: Source, stop: threading.Event) -> None:
         try:
@@ -259,20 +261,28 @@ class Daemon:
         return 1 if self.source_errors else 0
 
     def _drain(self, timeout: float) -> list[SampleChunk]:
-        try:
-            first = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        batch = [first]
         # Bounded rounds: a beat's decision waits for the round it is in,
         # so a round must stay short (decision latency), yet long enough to
-        # embed beats of many devices in one call.
-        while len(batch) < self.max_round_chunks:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        # embed beats of many devices in one call. One chunk per device in turn.
+        return self.queue.drain(timeout, self.max_round_chunks)
+
+    def _floods(self, now: float) -> None:
+        """Devices whose chunks the intake refused or dropped since the last tick: they lose, and say so."""
+        for device, (n, k, why) in self.queue.take_floods().items():
+            last = self._flood_logged.get(device)
+            if last is None or now - last >= 60.0:
+                self._flood_logged[device] = now
+                log.warning("device %s: %d chunk(s) (%d samples) refused or dropped by the intake: %s",
+                            device[:80], n, k, why)
+                if len(self._flood_logged) > 10_000:
+                    self._flood_logged.clear()
+            dev = self.devices.get(device)
+            if dev is None:
+                continue
+            if dev.decider is not None and not why.startswith(DROPPED):
+                self.output.publish_auth(dev, dev.decider.reset(f"input refused: {why}"), force=True)
+            # (the publish guard refuses any key naming samples: the count of chunks says enough)
+            self.output.event(dev, "input", {"refused_chunks": n}, why)
 
     def _new_device(self, device: str, fs_hz: float) -> DeviceState:
         pipeline = BeatPipeline(device, fs_hz, self.dsp_cfg)
@@ -333,11 +343,12 @@ class Daemon:
                 self.metrics.chunk(dev.device, len(beats))
             for b in beats:
                 live = dev.liveness.push(b, off)
+                # Liveness first: a consumer never sees an authenticated state before the live one.
+                self.output.publish_liveness(dev, live)
                 if dev.matcher is not None and dev.decider is not None and emb is not None and self._matchable(b):
                     e = emb[gi]
                     gi += 1
                     self._decide(dev, b, e, live, arrival)
-                self.output.publish_liveness(dev, live)
             self._contact(dev, off)
 
     def _admit(self, chunk: SampleChunk) -> DeviceState | None:
@@ -378,7 +389,8 @@ class Daemon:
         st = self.stats
         assert dev.matcher is not None and dev.decider is not None
         st.beats_good += 1
-        d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed)
+        dev.live_condition = live.condition
+        d = dev.decider.push(b.r_time_s, dev.matcher.push(e)[0], live.failed, live.pending)
         # A locked-out device (attempt limits) publishes no `authenticated`, so it adapts nothing either.
         if not self.trust.attempts.locked(dev.device, self.clock()) and dev.matcher.adapt(b, e, d, live):
             st.adaptations += 1
@@ -398,12 +410,15 @@ class Daemon:
             dev.liveness.reset("leads off")
             if dev.matcher is not None:
                 dev.matcher.reset("leads off")
+            dev.live_condition = "leads_off"
             if dev.decider is not None:
                 self.output.publish_auth(dev, dev.decider.reset("leads off"), force=True)
             self.output.publish_liveness(dev, dev.liveness.state(True), force=True)
         dev.leads_off = off
 
     def _tick(self, now: float) -> None:
+        self._floods(now)
+        self._expire(now)
         self.trust.tick(self)
         if self.fleet is not None:
             self.fleet.tick(self)
@@ -420,12 +435,29 @@ class Daemon:
                 if dev.decider is not None:
                     self.output.publish_auth(dev, dev.decider.reset(f"no samples for {silent_for:.0f} s"), force=True)
                 live = dev.liveness.state(True)
+                dev.live_condition = live.condition
                 self.output.publish_liveness(dev, live, force=True)
                 continue
-            if dev.decider is not None and not dev.silent:
-                d = dev.decider.tick(dev.stream_t, live.failed)
-                self.output.publish_auth(dev, d, force=d.changed)
+            dev.live_condition = live.condition
             self.output.publish_liveness(dev, live)
+            if dev.decider is not None and not dev.silent:
+                d = dev.decider.tick(dev.stream_t, live.failed, live.pending)
+                self.output.publish_auth(dev, d, force=d.changed)
+
+    def _expire(self, now: float) -> None:
+        """Forget devices of no configuration and no key, silent for ``[input] device_expiry_s`` (issue 16)."""
+        ttl = getattr(self.trust.input, "device_expiry_s", 0.0)
+        if not ttl or self.speed is None or now - getattr(self, "_last_expiry", -1e18) < 1.0:
+            return
+        self._last_expiry = now
+        gone = [d for d, dev in self.devices.items()
+                if now - dev.last_chunk_host > ttl and d not in self.trust.reserved]
+        for d in gone:
+            self.drop_device(d, f"no samples for {ttl:.0f} s: device forgotten")
+            self.trust.forget(d)
+            self.publisher.availability(d, False)
+        if gone:
+            log.info("%d silent device(s) forgotten (device_expiry_s %.0f s)", len(gone), ttl)
 
     def drop_device(self, device: str, reason: str) -> None:
         """Stop serving a device (another daemon of the group takes it): ``unknown``, then forget it."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipeline import AuthDecision, LivenessState
+from ..pipeline import AUTHENTICATED, UNKNOWN, AuthDecision, LivenessState
 from .state import DaemonStats, DeviceState
 
 __all__ = ["DaemonOutput"]
@@ -42,6 +42,10 @@ class DaemonOutput:
         if not force and now - dev.last_auth_pub < self.publish_interval_s:
             return False
         d = self.trust.decision(self, dev, d)
+        if d.state == AUTHENTICATED and dev.live_condition != "live":
+            # Live before accepted (issue 16): the decider holds this already; this is the last guard.
+            d = AuthDecision(UNKNOWN, None, d.score, d.threshold, d.beats_used,
+                             f"liveness not established ({dev.live_condition})", True)
         if d.changed:
             self.event(dev, "auth", {"state": d.state, "subject": d.subject}, d.reason)
         dev.last_auth_pub = now
@@ -51,7 +55,7 @@ class DaemonOutput:
         payload = auth_payload(
             state=d.state, subject=d.subject, score=d.score, threshold=d.threshold,
             beats_used=d.beats_used, time_s=t, valid_until=valid_until, seq=dev.auth_seq,
-            model_id=self.model_id, reason=d.reason,
+            model_id=self.model_id, reason=d.reason, liveness=dev.live_condition,
         )
         self.publisher.auth(dev.device, payload, valid_until)
         self.stats.auth_published += 1

@@ -19,6 +19,7 @@ class DaemonStats:
     samples: int = 0
     chunks_dropped: int = 0
     samples_dropped: int = 0
+    chunks_refused: int = 0  # by the intake: over the chunk-length cap or the device's rate (issue 16)
     beats: int = 0
     beats_good: int = 0
     beats_embedded: int = 0
@@ -55,6 +56,9 @@ class DeviceState:
         self.leads_off = True
         self.live_key: tuple | None = None
         self.last_live: LivenessState | None = None
+        #: The liveness condition the last decision saw (LivenessState.condition); the auth
+        #: payload's ``liveness`` field, and no ``authenticated`` leaves unless it is "live".
+        self.live_condition = "establishing"
         self.stream_t = 0.0
         self.silent = False
         self.last_event_after: dict[str, dict] = {}  # what -> the 'after' of its last event

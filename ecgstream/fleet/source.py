@@ -98,7 +98,7 @@ class PartitionedMqttSource(MqttSource):
         kd = self._split(topic)
         return kd[1] if kd is not None else None
 
-    def handle(self, topic: str, payload: bytes, now: float) -> SampleChunk | None:
+    def handle(self, topic: str, payload: bytes, now: float, retain: bool = False) -> SampleChunk | None:
         """Drop what is not this daemon's, then the per-device rules of :class:`MqttSource`."""
         if self._forget:
             with self._sub_lock:
@@ -121,7 +121,7 @@ class PartitionedMqttSource(MqttSource):
                               "no partition" if "." in dev else partition_of(dev, self.partitions),
                               self.partitions, self.misrouted)
                 return None
-        return super().handle(topic, payload, now)
+        return super().handle(topic, payload, now, retain)
 
     # -- subscriptions ------------------------------------------------------------------------------
     def set_partitions(self, owned: frozenset[int] | set[int]) -> None:

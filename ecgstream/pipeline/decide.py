@@ -2,7 +2,10 @@
 
 States: ``unknown`` until ``min_beats`` good beats are in the window, then
 ``authenticated`` or ``rejected``; back to ``unknown`` when contact is lost,
-the evidence goes stale, or liveness positively fails. Hysteresis keeps the
+the evidence goes stale, or liveness positively fails. Live before accepted
+(issue 16): while liveness is not yet established (``live_pending``), an
+``authenticated`` outcome is held at ``unknown`` with the reason "liveness
+not established"; ``rejected`` is published as it is. Hysteresis keeps the
 state from flapping around the threshold: once decided, the fused score must
 cross ``threshold -+ hysteresis`` to change side.
 
@@ -109,18 +112,23 @@ class Decider:
         self._beats: deque[tuple[float, np.ndarray]] = deque(maxlen=cfg.window_beats)
         self._last_good_s: float | None = None
         self.last = AuthDecision(UNKNOWN, None, None, None, 0, "no beats yet", False)
+        self._held = False  # an authenticated outcome waits for liveness
 
     def reset(self, reason: str) -> AuthDecision:
         """Forget the evidence and go to ``unknown`` (leads off, gap, stale)."""
         self._beats.clear()
         self._last_good_s = None
+        self._held = False
         return self._set(UNKNOWN, None, None, None, 0, reason)
 
-    def push(self, t_s: float, scores: np.ndarray, live_failed: str | None = None) -> AuthDecision:
+    def push(self, t_s: float, scores: np.ndarray, live_failed: str | None = None,
+             live_pending: str | None = None) -> AuthDecision:
         """Add one good beat's scores (one per subject) at stream time ``t_s``.
 
         ``live_failed`` is the reason liveness positively failed, if it did:
         the state then stays or goes ``unknown`` whatever the scores.
+        ``live_pending`` is why liveness is not established yet, if it is not:
+        an ``authenticated`` outcome is then held at ``unknown``.
         """
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         if s.size != len(self.subjects) or not np.all(np.isfinite(s)):
@@ -128,17 +136,27 @@ class Decider:
         self._beats.append((t_s, s))
         self._last_good_s = t_s
         self._drop_old(t_s)
-        return self._decide(live_failed)
+        return self._decide(live_failed, live_pending)
 
     add_beat = push  # the name before the stages shared one contract
 
-    def tick(self, t_s: float, live_failed: str | None = None) -> AuthDecision:
-        """Re-evaluate at stream time ``t_s`` without a new beat (staleness)."""
+    def tick(self, t_s: float, live_failed: str | None = None, live_pending: str | None = None) -> AuthDecision:
+        """Re-evaluate at stream time ``t_s`` without a new beat (staleness, liveness).
+
+        An outcome held for liveness is decided as soon as liveness is
+        established, without waiting for the next beat.
+        """
         if self._last_good_s is not None and t_s - self._last_good_s > self.cfg.stale_s:
             return self.reset("stale: no good beat for %.1f s" % (t_s - self._last_good_s))
         if live_failed and self.state != UNKNOWN:
             return self._set(UNKNOWN, None, self.last.score, self.last.threshold, len(self._beats),
                              f"not live: {live_failed}")
+        if live_pending and self.state == AUTHENTICATED:
+            self._held = True
+            return self._set(UNKNOWN, None, self.last.score, self.last.threshold, len(self._beats),
+                             f"liveness not established: {live_pending}")
+        if self._held and not live_failed and not live_pending and self._beats:
+            return self._decide(None, None)
         return self._unchanged()
 
     def _unchanged(self) -> AuthDecision:
@@ -150,7 +168,7 @@ class Decider:
         while self._beats and t_s - self._beats[0][0] > self.cfg.max_beat_age_s:
             self._beats.popleft()
 
-    def _decide(self, live_failed: str | None) -> AuthDecision:
+    def _decide(self, live_failed: str | None, live_pending: str | None = None) -> AuthDecision:
         n = len(self._beats)
         if n < self.cfg.min_beats:
             return self._set(UNKNOWN, None, None, None, n, f"{n} of {self.cfg.min_beats} good beats")
@@ -168,6 +186,9 @@ class Decider:
             accept = score >= thr + h
         else:
             accept = score >= thr
+        self._held = bool(accept and live_pending)
+        if self._held:
+            return self._set(UNKNOWN, None, score, thr, n, f"liveness not established: {live_pending}")
         if accept:
             return self._set(AUTHENTICATED, cand, score, thr, n, "fused score at or above threshold")
         subj = self.subjects[0] if len(self.subjects) == 1 else None

@@ -19,10 +19,18 @@ Checks, each with a reason string when it fails:
 
 Limits, stated plainly: a high-fidelity replay of the genuine person's own,
 never-looped ECG through a waveform generator passes every check here; it is
-a known open attack on ECG biometrics (Eberz et al., NDSS 2017). Liveness
-also needs a few beats: until ``window_beats`` are seen it reports
-``live: false`` with reason ``warming up``, which does not by itself block
-authentication (see :mod:`ecgstream.pipeline.decide`): only a positive failure does.
+a known open attack on ECG biometrics (Eberz et al., NDSS 2017).
+
+Live before accepted (issue 16): liveness must be *positively established*
+before any ``authenticated`` state is published. Until ``establish_beats``
+beats are in since leads on (or a gap) and, for a paced stream, the sample
+rate has been measured over ``establish_rate_s`` of arrivals within
+``rate_tolerance``, the state is ``live: false`` with reason ``warming up``
+(:attr:`LivenessState.condition` ``"establishing"``); the decision stage
+holds an ``authenticated`` outcome at ``unknown`` meanwhile
+(:mod:`ecgstream.pipeline.decide`), and the daemon's publisher refuses one
+whatever the decider says (:mod:`ecgstream.daemon.output`). Once
+established, the checks run over the last ``window_beats`` beats as before.
 """
 
 from __future__ import annotations
@@ -40,6 +48,13 @@ from ..core.types import Beat
 __all__ = ["LivenessState", "LivenessTracker"]
 
 _FP_POINTS = 16
+_WARMUP_ONLY = frozenset({"warmup"})
+_ARTIFACT = frozenset({"clipped", "invalid", "edge"})
+#: Prefix of a window check that fails on fewer than ``window_beats`` beats: it holds
+#: liveness back (not established), it is not a positive failure.
+ESTABLISHING = "establishing: "
+#: Beats with a full quality assessment (not warm-up only) needed before liveness is established.
+MIN_ASSESSED_BEATS = 3
 
 
 def _median_of(s: list[float]) -> float:
@@ -73,11 +88,30 @@ class LivenessState:
     rate_measured_hz: float | None
 
     @property
+    def condition(self) -> str:
+        """``"live"``, ``"leads_off"``, ``"failed"`` (a positive failure) or ``"establishing"``.
+
+        The auth payload's ``liveness`` field; only ``"live"`` allows ``authenticated``.
+        """
+        if self.live:
+            return "live"
+        if not self.leads_on:
+            return "leads_off"
+        return "failed" if self.failed else "establishing"
+
+    @property
+    def pending(self) -> str | None:
+        """Why liveness is not (yet) established when it has not failed either, else None."""
+        if self.live or self.failed:
+            return None
+        return "; ".join(self.reasons) or "warming up"
+
+    @property
     def failed(self) -> str | None:
         """The reasons of a positive failure (not warming up), or None."""
-        if self.live or self.warming_up and self.reasons == ("warming up",):
+        if self.live:
             return None
-        hard = [r for r in self.reasons if r != "warming up"]
+        hard = [r for r in self.reasons if r != "warming up" and not r.startswith(ESTABLISHING)]
         return "; ".join(hard) if hard else None
 
 
@@ -100,7 +134,7 @@ class LivenessTracker:
         self.expected_speed = expected_speed
         # (rr_s, good) of the recent beats: all the checks read of them (a whole
         # Beat would keep its window alive, ~9 kB a device).
-        self._recent: deque[tuple[float, bool]] = deque(maxlen=cfg.window_beats)
+        self._recent: deque[tuple[float, bool, bool]] = deque(maxlen=cfg.window_beats)  # rr, good, warm-up only
         self._beat_figures: tuple | None = None  # (hr, cv, q, n) of _recent, until it changes
         n_hist = int(cfg.loop_max_period_s * cfg.max_hr_bpm / 60.0) + cfg.loop_match_beats + 2
         self._rr = np.zeros(n_hist, dtype=np.int32)  # ring of RR intervals (source samples)
@@ -190,9 +224,29 @@ class LivenessTracker:
             return None
         return n / span
 
+    def _rate_pending(self, expect: float) -> bool:
+        """The rate is not yet measured well enough to establish liveness.
+
+        Before the first 5-second window, ``establish_rate_s`` of arrivals
+        within ``rate_tolerance`` of the declared rate (plus one 20 ms
+        arrival jitter) establish it; a window that is clearly off is a
+        failure (:meth:`_early_rate`), not pending.
+        """
+        if self._rate_hz is not None:
+            return False
+        span = self._rate_span
+        if span < self.cfg.establish_rate_s:
+            return True
+        tol = self.cfg.rate_tolerance * expect * span + 0.02 * expect
+        return abs(self._rate_n - expect * span) > tol
+
     def on_beat(self, beat: Beat) -> None:
         """Record one beat (good or not)."""
-        self._recent.append((beat.rr_s, beat.good))
+        # The RR of a beat whose window is an artifact (saturated, bridged over unreadable
+        # samples, padded at a segment edge) is not a heart's interval: it counts as a bad
+        # beat for quality, never in the rhythm figures.
+        rr = float("nan") if beat.flags & _ARTIFACT else beat.rr_s
+        self._recent.append((rr, beat.good, beat.flags == _WARMUP_ONLY))
         self._beat_figures = None
         if not np.isfinite(beat.rr_s):
             return
@@ -240,7 +294,7 @@ class LivenessTracker:
         """
         if self._beat_figures is None:
             beats = list(self._recent)
-            rr_list = [rr for rr, _ in beats if math.isfinite(rr)]
+            rr_list = [rr for rr, _, _ in beats if math.isfinite(rr)]
             rr = np.array(rr_list)
             # The values of 60 / np.median(rr), np.std(rr) / np.mean(rr) and
             # np.mean(good), computed as numpy does (sorted middle; sum / n;
@@ -252,29 +306,51 @@ class LivenessTracker:
                 mean = np.add.reduce(rr) / rr.size
                 dev = rr - mean
                 cv = float(np.sqrt(np.add.reduce(dev * dev) / rr.size) / mean)
-            q = sum(good for _, good in beats) / len(beats) if beats else None
-            self._beat_figures = (hr, cv, q, int(rr.size), len(beats))
+            # Quality: the share of good beats. While the window is filling (after leads on or
+            # a reset) a beat flagged only "warmup" (no median beat yet to compare its shape
+            # with; the RR, clipping and edge checks passed) is not counted either way: it has
+            # not been judged. Once the window is full the old rule holds: it is not good.
+            if len(beats) < self.cfg.window_beats:
+                judged = [good for _, good, warm in beats if not warm]
+            else:
+                judged = [good for _, good, _ in beats]
+            q = sum(judged) / len(judged) if judged else None
+            self._beat_figures = (hr, cv, q, int(rr.size), len(beats), len(judged))
         return self._beat_figures
 
     def state(self, leads_off: bool) -> LivenessState:
         """Evaluate all checks now."""
         cfg = self.cfg
         reasons: list[str] = []
-        hr, cv, q, n_rr, n_beats = self._figures()
-        warming = n_beats < cfg.window_beats
+        hr, cv, q, n_rr, n_beats, n_judged = self._figures()
+        few = n_beats < cfg.establish_beats or n_judged < min(MIN_ASSESSED_BEATS, cfg.establish_beats)
+        warming = few
+        if self.expected_speed and not few and not leads_off:
+            warming = self._rate_pending(self.fs * self.expected_speed)
         if leads_off:
             reasons.append("leads off")
         if warming and not leads_off:
             reasons.append("warming up")
         if hr is not None and n_rr >= 3 and not cfg.min_hr_bpm <= hr <= cfg.max_hr_bpm:
             reasons.append(f"heart rate {hr:.0f}/min implausible")
-        if cv is not None and not warming:
+        # The window checks (variability, quality) on fewer than window_beats beats can only
+        # hold liveness back ("establishing: ..."): a positive failure needs the full window,
+        # as it always has. Heart rate, rate and loop fail at once, as before.
+        window: list[str] = []
+        if cv is not None and not few:
             if cv < cfg.min_rr_cv:
-                reasons.append(f"RR too regular (cv {cv:.4f})")
+                window.append(f"RR too regular (cv {cv:.4f})")
             elif cv > cfg.max_rr_cv:
-                reasons.append(f"RR irregular beyond a rhythm (cv {cv:.2f})")
-        if q is not None and not warming and q < cfg.min_quality:
-            reasons.append(f"signal quality {q:.2f}")
+                window.append(f"RR irregular beyond a rhythm (cv {cv:.2f})")
+        if q is not None and not few and q < cfg.min_quality:
+            window.append(f"signal quality {q:.2f}")
+        if window and n_beats < cfg.window_beats:
+            if not warming and not leads_off:
+                reasons.append("warming up")
+            reasons.extend(f"{ESTABLISHING}{r}" for r in window)
+            warming = True
+        else:
+            reasons.extend(window)
         measured = self._rate_hz
         if self.expected_speed:
             expect = self.fs * self.expected_speed

@@ -8,7 +8,8 @@ and after every reconnect) and :func:`config_topics` with empty payloads
 Per device, two entities on one HA device:
 
 - ``sensor`` *Authentication*: state ``authenticated`` / ``rejected`` /
-  ``unknown`` from ``<prefix>/<device>/auth``, attributes ``subject``,
+  ``unknown`` from ``<prefix>/<device>/auth`` (``authenticated`` only when
+  the payload's ``liveness`` is ``live``), attributes ``subject``,
   ``score``, ``valid_until`` and ``reason``;
 - ``binary_sensor`` *Liveness* (``device_class: occupancy``, "on means
   occupied, off means clear": a live wearer on the electrodes or not) from
@@ -81,7 +82,8 @@ _ID_MAX = 64
 COMPONENTS = {"auth": "sensor", "liveness": "binary_sensor"}
 
 _AUTH_ATTRS = ("{{ {'subject': value_json.subject, 'score': value_json.score, "
-               "'valid_until': value_json.valid_until, 'reason': value_json.reason} | tojson }}")
+               "'valid_until': value_json.valid_until, 'reason': value_json.reason, "
+               "'liveness': value_json.liveness} | tojson }}")
 _LIVE_ATTRS = ("{{ {'leads_on': value_json.leads_on, 'heart_rate_bpm': value_json.heart_rate_bpm, "
                "'signal_quality': value_json.signal_quality, 'reasons': value_json.reasons} | tojson }}")
 
@@ -199,6 +201,12 @@ def _availability(topics: Topics, device: str) -> list[dict[str, str]]:
             for t in avail]
 
 
+#: The auth sensor's state: ``authenticated`` only with ``liveness: live`` in the same payload
+#: (issue 16, live before accepted); an authenticated state without it shows ``unknown``.
+_AUTH_STATE = ("{{ value_json.state if value_json.state != 'authenticated' "
+               "or value_json.liveness == 'live' else 'unknown' }}")
+
+
 def entity_configs(disc: Discovery, topics: Topics, device: str) -> list[tuple[str, dict[str, Any]]]:
     """The retained discovery messages of a device: ``[(topic, payload), ...]``, auth then liveness.
 
@@ -223,7 +231,7 @@ def entity_configs(disc: Discovery, topics: Topics, device: str) -> list[tuple[s
     }
     auth_t, live_t = topics.topic(device, "auth"), topics.topic(device, "liveness")
     auth = {"name": "Authentication", "unique_id": unique_id(disc, topics, device, "auth"),
-            "icon": "mdi:heart-pulse", "state_topic": auth_t, "val_tpl": "{{ value_json.state }}",
+            "icon": "mdi:heart-pulse", "state_topic": auth_t, "val_tpl": _AUTH_STATE,
             "json_attributes_topic": auth_t, "json_attr_tpl": _AUTH_ATTRS, **common}
     live = {"name": "Liveness", "unique_id": unique_id(disc, topics, device, "liveness"),
             "device_class": "occupancy", "state_topic": live_t,

@@ -11,9 +11,11 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["AUTH_STATES", "auth_payload", "liveness_payload", "stale_replacement"]
+__all__ = ["AUTH_STATES", "LIVENESS_CONDITIONS", "auth_payload", "liveness_payload", "stale_replacement"]
 
 AUTH_STATES = ("authenticated", "rejected", "unknown")
+#: The auth payload's ``liveness`` field (``LivenessState.condition``).
+LIVENESS_CONDITIONS = ("live", "establishing", "failed", "leads_off")
 
 
 def _num(x: float | None, ndigits: int) -> float | None:
@@ -37,6 +39,7 @@ def auth_payload(
     seq: int,
     model_id: str,
     reason: str | None = None,
+    liveness: str | None = None,
 ) -> dict[str, Any]:
     """Build the payload of ``<prefix>/<device>/auth``.
 
@@ -64,12 +67,16 @@ def auth_payload(
         Id of the embedding model (from its model card).
     reason : str, optional
         Why the state is what it is (human readable).
+    liveness : {"live", "establishing", "failed", "leads_off"}, optional
+        The liveness condition the decision rests on (issue 16: live before
+        accepted). ``authenticated`` is only ever published with ``"live"``;
+        None (a caller without liveness) is published as ``"establishing"``.
 
     Returns
     -------
     dict
         ``state, subject, score, threshold, beats_used, time, valid_until,
-        seq, model_id, reason``.
+        seq, model_id, reason, liveness``.
 
     Raises
     ------
@@ -80,6 +87,11 @@ def auth_payload(
         raise ValueError(f"auth state must be one of {AUTH_STATES}, not {state!r}")
     if not valid_until >= time_s:
         raise ValueError(f"valid_until {valid_until!r} is before time {time_s!r}")
+    live = liveness or "establishing"
+    if live not in LIVENESS_CONDITIONS:
+        raise ValueError(f"liveness must be one of {LIVENESS_CONDITIONS}, not {liveness!r}")
+    if state == "authenticated" and live != "live":
+        raise ValueError(f"an authenticated state needs liveness 'live', not {live!r}")
     return {
         "state": state,
         "subject": subject,
@@ -91,6 +103,7 @@ def auth_payload(
         "seq": int(seq),
         "model_id": model_id,
         "reason": reason,
+        "liveness": live,
     }
 
 

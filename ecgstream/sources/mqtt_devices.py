@@ -42,6 +42,10 @@ class MqttSourceStats(SourceStats):
     unauthenticated: int = 0  # chunks refused by the message verifier (ecgstream.trust.msgauth)
     devices_refused: int = 0  # chunks of new devices beyond max_devices
     bad_device_ids: int = 0  # topics whose device level is not a valid device id
+    retained: int = 0  # retained messages ignored (issue 16: ECG is never retained)
+    resyncs: int = 0  # seq far behind or far ahead of the last: a gap and a new position
+    rate_limited: int = 0  # messages dropped undecoded: over the device's rate (issue 16)
+    devices_expired: int = 0  # unconfigured, unkeyed devices forgotten after device_expiry_s
 
 
 @dataclass
@@ -52,6 +56,10 @@ class _Device:
     gap_next: bool = False
     received: int = 0
     meter: RateMeter = field(default_factory=RateMeter)
+    bytes_per_sample: float = 4.0  # of its last chunk: estimates a message's samples before decoding
+    tokens: float | None = None  # rate limit (samples), None until the first check
+    tokens_t: float = 0.0
+    last_t: float = 0.0  # host time of its last accepted chunk (expiry)
 
 
 def _topic_parts(filt: str, uri: str, device: str | None) -> tuple[int | None, str | None]:

@@ -18,7 +18,23 @@ The sample index is the running count of samples. ``seq == last + 1``
 continues the stream; a jump (``seq > last + 1``) marks a gap, counts the
 lost messages, and advances the index by lost messages x the chunk's length
 (assuming equal chunks), so the index stays close to the device's clock. A
-``seq <= last`` is a duplicate or arrived out of order: counted and dropped.
+``seq`` up to ``REORDER_WINDOW`` behind the last is a duplicate or arrived
+out of order: counted and dropped.
+
+A jump is a gap, never ownership (issue 16): a ``seq`` further behind the
+last than ``REORDER_WINDOW`` is a resynchronisation, not a duplicate: the
+stream continues from it after a gap (counted in ``stats.resyncs``, logged).
+So a message with a made-up ``seq`` (2^32-2, or the last + 10^6) on a device
+in use costs the device a gap and cannot silence its own stream; two
+streams on one topic make each other's gaps (the device goes ``unknown``,
+never ``authenticated`` on a mix) and are warned about. A forward jump of
+more than ``MAX_LOST_MESSAGES`` is a resynchronisation too: counted as such,
+not as lost messages, and the sample index does not move by it.
+
+Retained messages on an ``ecg`` topic are ignored (counted in
+``stats.retained``): a chunk is live data, and a retained one is a
+leftover or a plant that would be delivered to every new subscription (a
+restarted daemon) forever.
 ``seq == 0`` after ``last > 0`` is a device reboot: a new stream, marked as
 a gap. A change of ``fs`` marks a gap and the new rate is declared. After a
 reconnect to the broker every device's next chunk is marked as a gap.
@@ -74,6 +90,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: How far behind the last ``seq`` a chunk may be and still count as a duplicate or late one.
+REORDER_WINDOW = 64
+#: The largest forward jump of ``seq`` read as lost messages; more is a resynchronisation.
+MAX_LOST_MESSAGES = 10_000
 
 class MqttSource:
     """ECG chunks from many wearables on one MQTT subscription.
@@ -178,6 +199,12 @@ class MqttSource:
         self.on_untrusted: Callable[[str, str], None] | None = None
         self.max_devices: int | None = None
         self.reserved_devices: frozenset[str] = frozenset()
+        #: Per-device rate limit before decoding (``[input] rate_limit``, ``burst_s``; None: off).
+        self.rate_limit: float | None = None
+        self.burst_s = 10.0
+        #: Forget unconfigured, unkeyed devices silent this long (``[input] device_expiry_s``; None: never).
+        self.device_expiry_s: float | None = None
+        self._last_expiry = -1e18
 
     # -- the per-device rules (network thread) -------------------------------------------
     def device_of(self, topic: str) -> str | None:
@@ -194,19 +221,28 @@ class MqttSource:
         dev = levels[self._plus]
         return dev or None
 
-    def handle(self, topic: str, payload: bytes, now: float) -> SampleChunk | None:
+    def handle(self, topic: str, payload: bytes, now: float, retain: bool = False) -> SampleChunk | None:
         """Apply the per-device rules to one message; return the chunk to emit, if any.
 
         Called by the message callback; also usable without a broker.
+        ``retain``: the broker delivered it as a retained message (ignored).
         """
         dev = self.device_of(topic)
         st = self._stats
+        if retain:
+            st.retained += 1
+            if st.retained == 1 or st.retained % 1000 == 0:
+                log.warning("MQTT: retained message on %r ignored (ECG chunks are never retained; "
+                            "clear it with an empty retained publish); %d so far", topic[:120], st.retained)
+            return None
         if dev is None:
             st.garbled += 1
             log.warning("MQTT: message on unexpected topic %r dropped", topic)
             return None
         state = self._devices.get(dev)
-        if state is None and not self._admit(dev):
+        if state is None and not self._admit(dev, now):
+            return None
+        if state is not None and self.rate_limit and not self._within_rate(dev, state, len(payload), now):
             return None
         try:
             d = decode_payload(payload)
@@ -239,18 +275,25 @@ class MqttSource:
                 st.reboots += 1
                 gap = True
                 log.info("MQTT device %s: seq restarted at 0 (reboot?): new stream", dev)
-            elif d.seq > state.last_seq + 1:
+            elif state.last_seq + 1 < d.seq <= state.last_seq + 1 + MAX_LOST_MESSAGES:
                 lost = d.seq - state.last_seq - 1
                 st.lost_messages += lost
                 state.next_index += lost * n
                 gap = True
                 log.info("MQTT device %s: %d message(s) lost (seq %d -> %d)", dev, lost,
                          state.last_seq, d.seq)
-            else:
+            elif state.last_seq - REORDER_WINDOW <= d.seq <= state.last_seq:
                 st.duplicates += 1
                 log.debug("MQTT device %s: seq %d after %d dropped (duplicate or late)", dev,
                           d.seq, state.last_seq)
                 return None
+            else:  # far behind, or far ahead: a gap and a new position, never a reason to drop the stream
+                st.resyncs += 1
+                gap = True
+                if st.resyncs == 1 or st.resyncs % 100 == 0:
+                    log.warning("MQTT device %s: seq %d after %d: resynchronised (a gap); two publishers on "
+                                "one device topic, or a forged seq? %d so far", dev, d.seq, state.last_seq,
+                                st.resyncs)
             if d.fs_hz != state.fs_hz:
                 log.info("MQTT device %s: rate changed %.1f -> %.1f Hz", dev, state.fs_hz, d.fs_hz)
                 state.fs_hz = d.fs_hz
@@ -267,6 +310,8 @@ class MqttSource:
                             gap_before=gap, leads_off=d.leads_off)
         state.next_index += n
         state.received += n
+        state.last_t = now
+        state.bytes_per_sample = max(1.0, len(payload) / max(1, n))
         state.meter.add(now, state.received)
         st.declared_fs_hz[dev] = d.fs_hz
         rate = state.meter.rate_hz
@@ -276,9 +321,56 @@ class MqttSource:
         st.samples += n
         return chunk
 
-    def _admit(self, dev: str) -> bool:
+    def _within_rate(self, dev: str, state: _Device, nbytes: int, now: float) -> bool:
+        """Whether a message of ``nbytes`` fits the device's rate, judged *before* decoding it.
+
+        A flood costs the network thread little: its samples are estimated
+        from the payload's size (bytes per sample of the device's last
+        chunk), against a token bucket filled at ``rate_limit`` x its
+        declared rate, ``burst_s`` deep; the message is dropped undecoded
+        when the bucket is short, counted in ``stats.rate_limited`` and told
+        to the trust hooks (the device goes ``unknown``, an ``input`` event
+        says why). The daemon's intake checks the decoded samples again.
+        """
+        est = nbytes / state.bytes_per_sample
+        rate = state.fs_hz * float(self.rate_limit or 0.0)
+        depth = max(state.fs_hz * self.burst_s, est)
+        if state.tokens is None:
+            state.tokens, state.tokens_t = depth, now
+        else:
+            state.tokens = min(depth, state.tokens + max(0.0, now - state.tokens_t) * rate)
+            state.tokens_t = now
+        if state.tokens >= est:
+            state.tokens -= est
+            return True
+        st = self._stats
+        st.rate_limited += 1
+        if st.rate_limited == 1 or st.rate_limited % 10000 == 0:
+            log.warning("MQTT device %s: messages faster than %g x its declared %g Hz dropped undecoded; "
+                        "%d so far", dev, self.rate_limit, state.fs_hz, st.rate_limited)
+        if self.on_untrusted is not None and st.rate_limited % 100 == 1:  # told, not once per message
+            self.on_untrusted(dev, f"flooding: samples faster than {self.rate_limit:g} x its declared "
+                                   f"{state.fs_hz:g} Hz")
+        return False
+
+    def _expire(self, now: float) -> None:
+        """Forget devices neither configured nor keyed that sent nothing for ``device_expiry_s``."""
+        ttl = self.device_expiry_s
+        if not ttl or now - self._last_expiry < min(ttl, 10.0):
+            return
+        self._last_expiry = now
+        gone = [d for d, s in self._devices.items() if now - s.last_t > ttl and d not in self.reserved_devices]
+        for d in gone:
+            del self._devices[d]
+            self._stats.devices.discard(d)
+            self._stats.declared_fs_hz.pop(d, None)
+            self._stats.measured_fs_hz.pop(d, None)
+        self._stats.devices_expired += len(gone)
+
+    def _admit(self, dev: str, now: float = 0.0) -> bool:
         """Whether a device not seen before may start a stream (id valid, under the limit)."""
         st = self._stats
+        self._expire(now)
         if not _DEVICE_ID.fullmatch(dev):
             st.bad_device_ids += 1
             if st.bad_device_ids == 1 or st.bad_device_ids % 1000 == 0:
@@ -328,7 +420,7 @@ class MqttSource:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
-            chunk = self.handle(msg.topic, msg.payload, self._clock())
+            chunk = self.handle(msg.topic, msg.payload, self._clock(), bool(getattr(msg, "retain", False)))
             if chunk is not None and self._sink is not None:
                 self._sink(chunk)
         except Exception:  # never let a bug kill paho's network thread

@@ -62,17 +62,32 @@ class Trust:
         self._admitted: set[str] = set()  # other devices the daemon keeps a pipeline for
 
     # -- wiring ---------------------------------------------------------------------
-    def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str]) -> None:
-        """Give an MQTT source its verifier and device limit (``[input]``)."""
+    def configure_source(self, source: Any, keys: dict[str, bytes], known: set[str],
+                         vanished: set[str] | frozenset[str] = frozenset()) -> None:
+        """Give an MQTT source its verifier and device limit (``[input]``).
+
+        ``vanished``: devices whose key is gone (refused, issue 16). Signed
+        chunks made before now (the daemon's start) are refused.
+        """
         self.reserved |= set(known) | set(keys)
         if not hasattr(source, "verifier"):
             return  # serial, WFDB, synthetic: no messages to verify (msgauth is not imported)
+        import time
+
         from .msgauth import MessageVerifier
 
         cfg = self.input
+        if vanished:
+            log.error("device(s) %s had a message key that is gone (key file missing): their chunks are "
+                      "refused; `ecgstream device-key remove DEVICE` if that was intended",
+                      ", ".join(sorted(vanished)))
         if cfg.message_auth != "off":
-            source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s).check
+            source.verifier = MessageVerifier(keys, cfg.message_auth, cfg.mac_window_s,
+                                              not_before_s=time.time(), vanished=frozenset(vanished)).check
         source.reserved_devices = frozenset(known) | frozenset(keys)
+        source.device_expiry_s = getattr(cfg, "device_expiry_s", 0.0) or None
+        if getattr(cfg, "rate_limit", 0):  # a wearable is live: its rate is its declared one
+            source.rate_limit, source.burst_s = cfg.rate_limit, cfg.burst_s
         source.max_devices = 0 if cfg.only_known_devices else cfg.max_devices
 
     def attach(self, daemon: Any) -> None:
@@ -96,6 +111,10 @@ class Trust:
             log.warning("daemon: %d devices already (the limit, [input] max_devices): chunks of new device "
                         "%s refused; %d so far", len(self._admitted), dev[:80], n)
         return False
+
+    def forget(self, device: str) -> None:
+        """The daemon forgot ``device`` (expired): it no longer counts against ``max_devices``."""
+        self._admitted.discard(device)
 
     def untrusted(self, device: str, reason: str) -> None:
         """A source refused a chunk of ``device`` (any thread)."""

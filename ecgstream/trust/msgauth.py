@@ -59,6 +59,7 @@ log = logging.getLogger("ecgstream.msgauth")  # the name its log lines have alwa
 
 KEY_BYTES = 32
 SUFFIX = ".dkey"
+REGISTER = "keyed-devices.txt"
 MODES = ("off", "keyed", "required")
 _AAD = b"ecgstream-device-key-v1\0"
 _DEVICE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -103,6 +104,62 @@ class DeviceKeyStore:
         key = load_key(key_file=t.key_file or None, key_env=t.key_env or None,
                        credential=t.key_credential or None)
         return cls(Path(cfg.daemon.store).parent / "device-keys", key)  # type: ignore[attr-defined]
+
+    @property
+    def register_path(self) -> Path:
+        """``keyed-devices.txt``: every device given a key and not removed with :meth:`remove`, one a line."""
+        return self.directory / REGISTER
+
+    def _register(self) -> set[str] | None:
+        try:
+            text = self.register_path.read_text()
+        except FileNotFoundError:
+            return None
+        return {ln.strip() for ln in text.splitlines() if _DEVICE_RE.fullmatch(ln.strip())}
+
+    def _update_register(self, add: str | None = None, drop: str | None = None) -> None:
+        """Add or drop one device, under an exclusive lock of the directory (concurrent adds)."""
+        import fcntl
+
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            reg = self._register()
+            reg = set(self.devices()) if reg is None else reg
+            if add:
+                reg.add(add)
+            if drop:
+                reg.discard(drop)
+            self._write_register(reg)
+        finally:
+            os.close(dfd)  # closing releases the lock
+
+    def _write_register(self, devices: set[str]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".keyed.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write("".join(f"{d}\n" for d in sorted(devices)))
+            os.replace(tmp, self.register_path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def vanished(self) -> list[str]:
+        """Devices of the register whose key file is missing (issue 16: refused, never downgraded).
+
+        A store made before the register existed gets one, of the keys it
+        holds now, on the first call.
+        """
+        if not self.directory.is_dir():
+            return []
+        reg = self._register()
+        have = set(self.devices())
+        if reg is None:
+            if have:
+                self._write_register(have)
+            return []
+        return sorted(reg - have)
 
     def path_for(self, device: str) -> Path:
         return self.directory / f"{check_device(device)}{SUFFIX}"
@@ -154,6 +211,7 @@ class DeviceKeyStore:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        self._update_register(add=device)
         return key
 
     def get(self, device: str) -> bytes | None:
@@ -194,10 +252,14 @@ class DeviceKeyStore:
 
     def remove(self, device: str) -> None:
         path = self.path_for(device)
+        reg = self._register()
         try:
             path.unlink()
         except FileNotFoundError:
-            raise DeviceKeyError(f"device {device!r} has no key") from None
+            if reg is None or device not in reg:
+                raise DeviceKeyError(f"device {device!r} has no key") from None
+        if reg is not None and device in reg:  # removed on purpose: no longer "vanished"
+            self._update_register(drop=device)
 
     def load_all(self) -> dict[str, bytes]:
         """Every device's key; a damaged file is an error (fail closed: that device would be open)."""
@@ -219,10 +281,17 @@ class MessageVerifier:
     """
 
     def __init__(self, keys: Mapping[str, bytes], mode: str = "keyed", window_s: float = 30.0,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, not_before_s: float | None = None,
+                 vanished: frozenset[str] | set[str] = frozenset()) -> None:
         if mode not in MODES:
             raise ValueError(f"message_auth must be one of {', '.join(MODES)}")
         self.keys = dict(keys)
+        #: Signed chunks made before this (the daemon's start, Unix seconds) are refused: a
+        #: restart forgets the last (t_ms, seq), so chunks captured before it would replay.
+        self.not_before_ms = None if not_before_s is None else int(not_before_s * 1000)
+        #: Devices that had a key which is gone (DeviceKeyStore.vanished): refused in every mode
+        #: but "off", never silently downgraded to unsigned.
+        self.vanished = frozenset(vanished) - frozenset(self.keys)
         self.mode = mode
         self.window_ms = int(window_s * 1000)
         self.wall = wall
@@ -235,6 +304,9 @@ class MessageVerifier:
             return None
         key = self.keys.get(device)
         if key is None:
+            if device in self.vanished:
+                return self._no("key_vanished", "this device had a message key that has vanished (its key "
+                                "file is missing): refused; `ecgstream device-key remove` it if intended")
             if self.mode == "required":
                 return self._no("no_key", "no message key is provisioned for this device")
             return None
@@ -246,6 +318,9 @@ class MessageVerifier:
         if abs(d.t_ms - now_ms) > self.window_ms:
             return self._no("time", f"chunk time {(d.t_ms - now_ms) / 1000:+.1f} s from the host's clock "
                             f"(window {self.window_ms / 1000:.0f} s)")
+        if self.not_before_ms is not None and d.t_ms < self.not_before_ms:
+            return self._no("before_start", f"chunk made {(self.not_before_ms - d.t_ms) / 1000:.1f} s before the "
+                            "daemon started (a capture replayed after a restart?)")
         last = self._last.get(device)
         if last is not None and (d.t_ms, d.seq) <= last:
             return self._no("replay", f"replayed or reordered chunk (seq {d.seq}, t_ms {d.t_ms} not after "
