@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="*", default=[], help="`python -m train.scale` run folders (ablation rows)")
     p.add_argument("--ptbxl-daemon", type=int, default=40, metavar="N",
                    help="with --ptbxl: held-out PTB-XL patients replayed through the daemon (default 40; 0: none)")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --runs: re-embed each run's model instead of reading the figures its own run wrote")
     p.add_argument("--write-docs", action="store_true",
                    help="with --ptbxl: write docs/model/scale.md and scale.json")
     a = p.parse_args(argv)
@@ -240,7 +242,7 @@ def ptbxl_main(a: argparse.Namespace, model: EmbeddingModel) -> int:
     split = card.get("split", {})
     fold, folds = int(split.get("fold", 0)), int(split.get("folds", 5))
     shipped = Path(a.model) if a.model else REPO / "edge" / "model.tflite"
-    out = report(a.data, [Path(r) for r in a.runs], fold=fold, folds=folds, shipped=shipped)
+    out = report(a.data, [Path(r) for r in a.runs], fold=fold, folds=folds, shipped=shipped, rescore=a.rescore)
     md = render(out)
     # Enrolment length and the daemon path, for the shipped model with its own scoring.
     from ecgstream.dsp import DspConfig

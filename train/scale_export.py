@@ -128,6 +128,9 @@ def build_card(out: Path, ev: dict, tj: dict, norm: str, why: str, cohort_file: 
                   "heldout_persons": heldout_ecgid, "train_persons": []},
         "training": {
             "command": tj["command"],
+            "export": "python -m train.scale --out RUN --eval-only --export"
+                      + (f" --lodo-run runs/{lodo['rule_check']['model'].split()[0]}" if lodo else "")
+                      + " (evaluation, card and installation; the model itself is train.json's run)",
             "commit": tj.get("commit", "unknown"),
             "seconds": round(float(tj.get("seconds", 0.0)), 1),
             "seeds": {"train": cfg["seed"], "folds": cfg["seed"], "sampling": 0},

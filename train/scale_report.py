@@ -95,7 +95,7 @@ def markdown_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def report(data: str | None, runs: list[Path], fold: int = 0, folds: int = 5, seed: int = 1,
-           threads: int = 2, shipped: Path | None = None) -> dict:
+           threads: int = 2, shipped: Path | None = None, rescore: bool = False) -> dict:
     """Score every model on the same sets; returns everything measured."""
     from ecgstream.dsp import DspConfig
 
@@ -122,15 +122,26 @@ def report(data: str | None, runs: list[Path], fold: int = 0, folds: int = 5, se
     if prev is not None:
         models.append((f"previous {PREVIOUS[1]}", LiteRTEmbedder(prev, eps_mv=eps, num_threads=threads).embed, True))
     models.append(("correlation baseline", lambda w: baseline_embed(w, eps), False))
+    out: dict = {"fold": fold, "folds": folds, "seed": seed, "heldout_patients": int(held_p.size),
+                 "models": {}}
     for r in runs:
         tj = json.loads((r / "train.json").read_text()) if (r / "train.json").is_file() else {}
-        if tj.get("fold", fold) != fold:
-            log.warning("%s was trained with fold %s held out, not %d: skipped", r, tj.get("fold"), fold)
+        if tj.get("fold", fold) != fold or tj.get("folds", folds) != folds:
+            log.warning("%s was trained with fold %s of %s held out, not %d of %d: skipped", r, tj.get("fold"),
+                        tj.get("folds"), fold, folds)
+            continue
+        if not rescore and (r / "eval.json").is_file():
+            # Written at the end of that run by the same evaluate_run on the same sets (int8 LiteRT
+            # is deterministic): the same figures a re-embedding gives, without the minutes.
+            out["models"][f"run {r.name}"] = {**json.loads((r / "eval.json").read_text()),
+                                              "from": str(r / "eval.json"), "train": {
+                                                  k: tj.get(k) for k in ("views", "mitdb", "params",
+                                                                         "tflite_bytes", "seconds")}
+                                              | {"config": {k: (tj.get("config") or {}).get(k) for k in
+                                                            ("width", "depth", "embedding_dim", "epochs")}}}
             continue
         models.append((f"run {r.name}", LiteRTEmbedder(r / "model.tflite", eps_mv=eps, num_threads=threads).embed,
                        bool(tj.get("mitdb", True))))
-    out: dict = {"fold": fold, "folds": folds, "seed": seed, "heldout_patients": int(held_p.size),
-                 "models": {}}
     for name, emb, with_mit in models:
         log.info("scoring %s", name)
         # MIT-BIH figures only for models that never trained on it (a LODO figure).
@@ -145,10 +156,35 @@ def render(out: dict) -> str:
              f"({out['heldout_patients']} held-out multi-ECG patients, patient-disjoint), all 90 ECG-ID persons, "
              "MIT-BIH as sessions (only for models not trained on it). Figures in %; int8 LiteRT except the "
              "baseline.\n"]
+    def label(n: str, r: dict) -> str:
+        t = r.get("train")
+        if not t:
+            return n
+        c, v = t.get("config") or {}, t.get("views") or {}
+        return (f"{n}: width {c.get('width')}, dim {c.get('embedding_dim')}, {t.get('params'):,} params, "
+                f"{t.get('tflite_bytes'):,} B; views mix {v.get('mix_p')} chest {v.get('chest_p')}; "
+                f"MIT-BIH {'in' if t.get('mitdb') else 'out'}; {c.get('epochs')} epochs")
+
     for variant in ("weighted", "weighted+znorm"):
-        rows = [(n, summary_row(r, variant)) for n, r in out["models"].items() if variant in r]
+        rows = [(label(n, r), summary_row(r, variant)) for n, r in out["models"].items() if variant in r]
         if rows:
             parts.append(f"\n### score: {variant}\n\n" + markdown_table(rows))
+    lines = []
+    for n, r in out["models"].items():
+        lo = (r.get("weighted") or {}).get("lodo") or {}
+        for key, what in (("mitdb_max_rule", "MIT-BIH (calibrated: max of PTB-XL fold, ECG-ID)"),
+                          ("ecgid_from_ptbxl_mitdb_max_rule", "ECG-ID (calibrated: max of PTB-XL fold, MIT-BIH)"),
+                          ("ptbxl_from_ecgid_mitdb_max_rule", "PTB-XL fold (calibrated: max of ECG-ID, MIT-BIH)"),
+                          ("mitdb", "MIT-BIH (calibrated: PTB-XL fold alone)"),
+                          ("ecgid", "ECG-ID (calibrated: PTB-XL fold alone)")):
+            t = (lo.get(key) or {}).get("10")
+            if t:
+                lines.append(f"| {n} | {what} | {_fmt(t['far_0.001']['far'], 3)} | {_fmt(t['far_0.001']['frr'], 1)} | "
+                             f"{_fmt(t['eer']['far'], 2)} | {_fmt(t['eer']['frr'], 1)} |")
+    if lines:
+        parts.append("\n### calibration left one dataset out (raw score, 10 beats): the card's rule is the max of "
+                     "the sets it holds\n\n| model | left-out set (calibrated on) | FAR at FAR-0.1% point | FRR "
+                     "there | FAR at EER point | FRR there |\n|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
     return "".join(parts)
 
 
