@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -40,26 +39,24 @@ import numpy as np
 from ecgstream.dsp import DspConfig
 from ecgstream.sources.records import SEED_HELDOUT
 from edge.card import CARD_FORMAT_VERSION, ModelCard, sha256_file
-from edge.preprocess import NORMALISATION, normalise_beats
+from edge.preprocess import NORMALISATION
 from edge.runtime import LiteRTEmbedder
 
-from .data import BeatSet, build_beatset, dsp_fingerprint, dsp_source_digest
+from .data import build_beatset, dsp_fingerprint, dsp_source_digest
 from .evaluation import (
     FUSED_K,
-    baseline_embed,
     card_thresholds_from,
-    evaluate_heldout,
     fit_probability,
     mean_sd,
 )
-from .export import save_twin, tflite_ops, to_tflite_int8
-from .model import TrainConfig, embed_float, keras, tf, train_embedding
+from .export import save_twin, tflite_ops
+from .model import TrainConfig, keras, tf
+from .shipping import card_metrics, choose_norm, install, install_report
+from .trainer import ABLATIONS, Trainer, lodo
 
 log = logging.getLogger("train")
 
 REPO = Path(__file__).resolve().parents[1]
-EDGE = REPO / "edge"
-DOCS = REPO / "docs" / "model"
 
 
 def git_commit() -> str:
@@ -109,73 +106,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.cv_epochs = min(a.cv_epochs, 1)
         a.folds = min(a.folds, 2)
     return a
-
-
-def sessions(bs: BeatSet) -> np.ndarray:
-    """Session of each beat: its ECG-ID record; for a long MIT-BIH record, its first or second half."""
-    sess = bs.record.astype(np.int64) * 2
-    for p in np.unique(bs.person[~bs.is_ecgid]):
-        idx = np.flatnonzero(bs.person == p)
-        sess[idx[idx.size // 2:]] += 1
-    return sess
-
-
-#: The ablation: each entry flips one training change relative to the shipped
-#: configuration (TrainConfig defaults) and retrains every fold with it:
-#: name -> (what the row changes, config override). Changes that were tried
-#: and are off in the shipped model are here too, so the table shows why.
-ABLATIONS: dict[str, tuple[str, dict]] = {
-    "subcenters": ("3 ArcFace sub-centres per person instead of one centre", {"subcenters": 3}),
-    "record_pairs": ("plus a cross-session contrastive term (each recording a domain), weight 0.5",
-                     {"record_pairs": 0.5}),
-    "session_aug": ("plus session augmentation (QT scaling 0.1, electrode mixing 0.3, P/QRS/T gain 0.15)",
-                    {"aug": {"qt": 0.1, "mix": 0.3, "envelope": 0.15}}),
-    "mitdb": ("without MIT-BIH persons as extra training identities", {}),
-}
-
-
-class Trainer:
-    """Train, convert and evaluate models on parts of one beat set."""
-
-    def __init__(self, bs: BeatSet, out: Path, base_cfg: TrainConfig, one_shot: bool = True) -> None:
-        self.bs = bs
-        self.out = out
-        self.base = base_cfg
-        self.x = normalise_beats(bs.windows, float(NORMALISATION["eps_mv"]))
-        self.one_shot = one_shot
-        self.eps = float(NORMALISATION["eps_mv"])
-
-    def fit(self, train_mask: np.ndarray, epochs: int, label: str, tflite: Path, override: dict | None = None):
-        over = dict(override or {})
-        aug = {**self.base.aug, **over.pop("aug", {})}
-        cfg = TrainConfig(**{**asdict(self.base), "epochs": epochs, "aug": aug, **over})
-        bs = self.bs
-        t0 = time.monotonic()
-        model, info = train_embedding(self.x[train_mask], bs.person[train_mask], cfg,
-                                      capped=~bs.is_ecgid[train_mask], label=label,
-                                      session=sessions(bs)[train_mask])
-        rng = np.random.default_rng(cfg.seed)
-        idx = np.flatnonzero(train_mask)
-        rep = self.x[rng.choice(idx, min(1000, idx.size), replace=False)]
-        t1 = time.monotonic()
-        to_tflite_int8(model, rep, tflite)
-        info["convert_seconds"] = time.monotonic() - t1
-        info["total_seconds"] = time.monotonic() - t0
-        info["config"] = cfg.to_dict()
-        return model, info
-
-    def evaluate(self, model, tflite: Path, held: np.ndarray, seed: int) -> dict:
-        hb = self.bs.subset(held)
-        rt = LiteRTEmbedder(tflite, eps_mv=self.eps, num_threads=1)
-        res = {}
-        for name, emb in (
-            ("int8", rt.embed(hb.windows)),
-            ("float", embed_float(model, self.x[held])),
-            ("baseline", baseline_embed(hb.windows, self.eps)),
-        ):
-            m, s = evaluate_heldout(hb, emb, one_shot=self.one_shot, seed=seed)
-            res[name] = (m, s)
-        return res
 
 
 def _ver(m: dict, k: int, key: str) -> float:
@@ -438,117 +368,6 @@ def run(a: argparse.Namespace) -> dict:
                 install_report(out)
     log.info("done in %.0f s: %s", time.monotonic() - t_start, out)
     return report
-
-
-def choose_norm(requested: str, report: dict) -> tuple[str, str]:
-    """The score normalisation to ship, and why.
-
-    ``auto`` decides by calibration, the one job normalisation has: on the
-    leave-one-dataset-out check (a model trained on ECG-ID, thresholds
-    calibrated on its held-out ECG-ID persons, applied to MIT-BIH identities)
-    the variant whose 10-beat FAR-0.1 % threshold keeps FAR at or below 0.3 %
-    wins; if both or neither do, the one with the higher cross-validated
-    TAR at FAR 0.1 % (10 beats) wins.
-    """
-    if requested != "auto":
-        return requested, "requested on the command line"
-    lo = (report.get("lodo") or {}).get("ecgid_to_mitdb")
-    rec = report["recognition"]["variants"]
-    if not lo:
-        return "none", "no leave-one-dataset-out check in this run (--no-ablation)"
-    if "weighted+znorm" not in lo or "weighted+znorm" not in rec:
-        return "none", "no cohort could be made in this run (too few training recordings)"
-    far = {v: lo[v]["transfer"]["10"]["far_0.001"]["far"] for v in ("weighted", "weighted+znorm")}
-    tar = {v: rec[v]["verification_pooled"]["10"]["tar_at_far_0.001"] for v in ("weighted", "weighted+znorm")}
-    ok = {v: far[v] <= 0.003 for v in far}
-    if ok["weighted"] != ok["weighted+znorm"]:
-        pick = "weighted+znorm" if ok["weighted+znorm"] else "weighted"
-    else:
-        pick = "weighted+znorm" if tar["weighted+znorm"] > tar["weighted"] else "weighted"
-    why = (f"MIT-BIH FAR at the transferred 10-beat FAR-0.1% threshold: raw {100 * far['weighted']:.2f}%, "
-           f"znorm {100 * far['weighted+znorm']:.2f}%; CV TAR@FAR0.1% 10 beats: raw "
-           f"{100 * tar['weighted']:.1f}%, znorm {100 * tar['weighted+znorm']:.1f}%")
-    return ("znorm" if pick == "weighted+znorm" else "none"), why
-
-
-def lodo(trainer: Trainer, bs: BeatSet, held: np.ndarray, a: argparse.Namespace, out: Path) -> dict:
-    """Leave-one-dataset-out: the nearest stand-in for persons on an unseen device.
-
-    ECG-ID -> MIT-BIH: trained on the seed split's ECG-ID persons only,
-    thresholds calibrated on the seed held-out persons (as a card is),
-    then applied to MIT-BIH identities (:func:`train.recognition.mitdb_as_sessions`):
-    EER, TAR and the FAR/FRR the transferred thresholds give there.
-    MIT-BIH -> ECG-ID: trained on MIT-BIH only, every ECG-ID person probed.
-    Both with raw and cohort-normalised scores (each cohort from that model's
-    own training persons).
-    """
-    from .recognition import lodo_figures
-
-    tm = bs.is_ecgid & ~held
-    tfl = out / "lodo-ecgid.tflite"
-    trainer.fit(tm, a.epochs, "lodo ECG-ID only", tfl)
-    emb = LiteRTEmbedder(tfl, eps_mv=trainer.eps, num_threads=a.threads).embed(bs.windows)
-    keras.backend.clear_session()
-    tfl2 = out / "lodo-mitdb.tflite"
-    trainer.fit(~bs.is_ecgid, a.epochs, "lodo MIT-BIH only", tfl2)
-    emb2 = LiteRTEmbedder(tfl2, eps_mv=trainer.eps, num_threads=a.threads).embed(bs.windows)
-    keras.backend.clear_session()
-    return lodo_figures(bs, held, emb, emb2)
-
-
-def card_metrics(report: dict) -> dict:
-    """The metrics block of the card (all int8 LiteRT unless named otherwise)."""
-    s = report["seed"]
-    m8 = s["int8"]
-    out: dict = {
-        "runtime": "LiteRT int8 (ai-edge-litert, XNNPACK), 1 thread",
-        "seed": {
-            "verification": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                             for k, v in m8["verification"].items()},
-            "crossday": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                         for k, v in m8["crossday"].items() if k != "persons"},
-            "pair_accuracy": m8.get("pairs", {}).get("accuracy"),
-            "one_shot_accuracy": m8.get("one_shot", {}).get("accuracy"),
-            "float_verification_eer": {k: v["eer"] for k, v in s["float"]["verification"].items()},
-            "baseline_verification_eer": {k: v["eer"] for k, v in s["baseline"]["verification"].items()},
-        },
-    }
-    if "cv" in report:
-        cv = report["cv"]
-        out["cv"] = {"folds": len(cv["folds"]), "epochs": cv["epochs"],
-                     "verification": {k: {"eer_mean": v["eer"]["mean"], "eer_sd": v["eer"]["sd"],
-                                          "tar_at_far_0.001_mean": v["tar_at_far_0.001"]["mean"],
-                                          "tar_at_far_0.001_sd": v["tar_at_far_0.001"]["sd"]}
-                                      for k, v in cv["int8"]["verification"].items()},
-                     "crossday_pooled": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                                         for k, v in cv["int8"]["crossday_pooled"].items()}}
-    return out
-
-
-def install(out: Path) -> None:
-    """Copy model, card and float reference into edge/, the report into docs/model/."""
-    shutil.copy2(out / "model.tflite", EDGE / "model.tflite")
-    shutil.copy2(out / "model.json", EDGE / "model.json")
-    if (out / "cohort.npz").is_file():
-        shutil.copy2(out / "cohort.npz", EDGE / "cohort.npz")
-    else:
-        (EDGE / "cohort.npz").unlink(missing_ok=True)
-    fl = EDGE / "float"
-    fl.mkdir(exist_ok=True)
-    shutil.copy2(out / "embedding.keras", fl / "embedding.keras")
-    if (fl / "twin").exists():
-        shutil.rmtree(fl / "twin")
-    shutil.copytree(out / "twin", fl / "twin")
-    install_report(out)
-    log.info("installed %s into %s and the report into %s", out.name, EDGE, DOCS)
-
-
-def install_report(out: Path) -> None:
-    """Copy the report (markdown, JSON, plots) into docs/model/."""
-    DOCS.mkdir(parents=True, exist_ok=True)
-    for f in out.iterdir():
-        if f.suffix in {".png", ".md"} or f.name == "report.json":
-            shutil.copy2(f, DOCS / f.name)
 
 
 def main(argv: list[str] | None = None) -> int:
