@@ -247,3 +247,13 @@ def git_rev() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def write_results(out: Path, res: dict, render) -> None:
+    """Write a benchmark's results as ``out`` (JSON) and its page beside it (``.md``, ``render(res)``)."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    out.with_suffix(".md").write_text(render(res))
+    print(f"wrote {out} and {out.with_suffix('.md')}")

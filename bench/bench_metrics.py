@@ -186,10 +186,9 @@ def main() -> int:
     cs["ratio_rss"] = cs["on"]["rss_mb_median"] / cs["off"]["rss_mb_median"]
     res.update(cold_summary=cs, cold_source=src, cold_reps=args.cold_reps)
     print(json.dumps(cs), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
-    args.out.with_suffix(".md").write_text(render(res))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    from _common import write_results
+
+    write_results(args.out, res, render)
     return 0
 
 

@@ -140,10 +140,9 @@ def main() -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["baseline"])])
     res["held"] = {name: max([r["streams"] for r in res["runs"] if r["tree"] == name and r["chunks_dropped"] == 0],
                              default=0) for name in trees}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
-    args.out.with_suffix(".md").write_text(render(res))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    from _common import write_results
+
+    write_results(args.out, res, render)
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import wfdb
 from scipy.signal import resample_poly
+from test_dsp_detection import BEAT_SYMBOLS, _match
 
 from ecgstream.core.types import SampleChunk
 from ecgstream.dsp import BeatPipeline, Conditioner, DspConfig, extract_beats
@@ -22,20 +23,7 @@ from ecgstream.sources.records import excerpt_dir, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 PTBXL = REPO / "data" / "ptbxl-excerpt"
-BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
-
-
-def _match(det: np.ndarray, ref: np.ndarray, tol: int) -> tuple[int, int, int]:
-    det = np.sort(det)
-    used = np.zeros(det.size, dtype=bool)
-    tp = 0
-    for r in np.sort(ref):
-        cand = np.flatnonzero(~used & (np.abs(det - r) <= tol))
-        if cand.size:
-            used[cand[np.argmin(np.abs(det[cand] - r))]] = True
-            tp += 1
-    return tp, ref.size - tp, det.size - tp
 
 
 @pytest.mark.parametrize(("record", "min_se", "min_ppv"), [("100", 0.98, 0.98), ("208", 0.83, 0.97)])

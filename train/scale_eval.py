@@ -29,10 +29,11 @@ from collections.abc import Callable
 import numpy as np
 
 from .data import BeatSet
-from .metrics import eer, far_threshold, tar_at_far
+from .metrics import eer, tar_at_far
 from .protocols import FAR_POINT, Matcher, crossday_protocol, summarise, verification_protocol
 from .ptbxl import PtbxlBeats
-from .recognition import mitdb_as_sessions
+from .recognition import mitdb_as_sessions, threshold_transfer
+from .recognition import thresholds_by_k as thresholds
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,6 @@ def cross_ecg(bs: BeatSet, emb: np.ndarray, matcher: Matcher, ks=(1, 3, 5, 10),
     return {"figures": out, "scores": scores}
 
 
-def thresholds(scores: dict) -> dict[str, dict[str, float]]:
-    out = {}
-    for k, (g, i) in scores.items():
-        if g.size and i.size:
-            out[str(k)] = {"eer": eer(g, i)[1], "far_0.001": far_threshold(i, FAR_POINT)}
-    return out
-
-
 def max_rule(*thrs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per fused count and operating point, the largest of several sets' thresholds.
 
@@ -113,21 +106,14 @@ def max_rule(*thrs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     population it never saw is checked by leaving each dataset out in turn.
     """
     out: dict[str, dict[str, float]] = {}
-    for k in set.intersection(*(set(t) for t in thrs)):
+    for k in [k for k in thrs[0] if all(k in t for t in thrs)]:  # the first one's order: reproducible cards
         out[k] = {op: max(t[k][op] for t in thrs) for op in thrs[0][k]}
     return out
 
 
 def transfer(scores: dict, thr: dict[str, dict[str, float]]) -> dict:
-    """FAR/FRR of ``scores`` at thresholds calibrated elsewhere."""
-    out = {}
-    for k, (g, i) in scores.items():
-        t = thr.get(str(k))
-        if t is None or not g.size or not i.size:
-            continue
-        out[str(k)] = {op: {"threshold": float(v), "far": float(np.mean(i >= v)), "frr": float(np.mean(g < v)),
-                            "n_impostor": int(i.size)} for op, v in t.items()}
-    return out
+    """FAR/FRR of ``scores`` at thresholds calibrated elsewhere (:func:`train.recognition.threshold_transfer`)."""
+    return threshold_transfer(scores, thr)
 
 
 def evaluate_embedding(

@@ -46,11 +46,9 @@ def choose_norm(ev: dict) -> tuple[str, str]:
             tar[v] = ev[v]["ptbxl_cross_ecg"]["10"]["tar_at_far_0.001"]
     if "weighted+znorm" not in far:
         return "none", "no cohort in this run"
-    ok = {v: far[v] <= 0.003 for v in far}
-    if ok["weighted"] != ok["weighted+znorm"]:
-        pick = "weighted+znorm" if ok["weighted+znorm"] else "weighted"
-    else:
-        pick = "weighted+znorm" if tar["weighted+znorm"] > tar["weighted"] else "weighted"
+    from .shipping import pick_norm
+
+    pick = pick_norm(far, tar)
     why = (f"ECG-ID (never trained or calibrated on) FAR at the PTB-XL-calibrated 10-beat FAR-0.1% threshold: "
            f"raw {100 * far['weighted']:.2f}%, znorm {100 * far['weighted+znorm']:.2f}%; PTB-XL TAR@FAR0.1% "
            f"10 beats: raw {100 * tar['weighted']:.1f}%, znorm {100 * tar['weighted+znorm']:.1f}%")
@@ -225,16 +223,10 @@ def export(out: Path, install: bool, data: str | None = None, lodo_run: Path | N
 
 
 def _install(out: Path) -> None:
-    edge = REPO / "edge"
-    shutil.copy2(out / "model.tflite", edge / "model.tflite")
-    shutil.copy2(out / "model.json", edge / "model.json")
-    if (out / "cohort.npz").is_file():
-        shutil.copy2(out / "cohort.npz", edge / "cohort.npz")
-    else:
-        (edge / "cohort.npz").unlink(missing_ok=True)
-    fl = edge / "float"
-    fl.mkdir(exist_ok=True)
-    shutil.copy2(out / "embedding.keras", fl / "embedding.keras")
+    from .shipping import EDGE, copy_model_files
+
+    edge = EDGE
+    fl = copy_model_files(out)
     card = json.loads((out / "model.json").read_text())
     from .export import save_twin
     from .model import keras

@@ -16,6 +16,15 @@ EDGE = REPO / "edge"
 DOCS = REPO / "docs" / "model"
 
 
+def pick_norm(far: dict[str, float], tar: dict[str, float]) -> str:
+    """``weighted`` or ``weighted+znorm``: the one whose transferred FAR-0.1 % threshold holds
+    (FAR <= 0.3 % on the other set); if both or neither do, the one with the higher TAR."""
+    ok = {v: far[v] <= 0.003 for v in far}
+    if ok["weighted"] != ok["weighted+znorm"]:
+        return "weighted+znorm" if ok["weighted+znorm"] else "weighted"
+    return "weighted+znorm" if tar["weighted+znorm"] > tar["weighted"] else "weighted"
+
+
 def choose_norm(requested: str, report: dict) -> tuple[str, str]:
     """The score normalisation to ship, and why.
 
@@ -36,11 +45,7 @@ def choose_norm(requested: str, report: dict) -> tuple[str, str]:
         return "none", "no cohort could be made in this run (too few training recordings)"
     far = {v: lo[v]["transfer"]["10"]["far_0.001"]["far"] for v in ("weighted", "weighted+znorm")}
     tar = {v: rec[v]["verification_pooled"]["10"]["tar_at_far_0.001"] for v in ("weighted", "weighted+znorm")}
-    ok = {v: far[v] <= 0.003 for v in far}
-    if ok["weighted"] != ok["weighted+znorm"]:
-        pick = "weighted+znorm" if ok["weighted+znorm"] else "weighted"
-    else:
-        pick = "weighted+znorm" if tar["weighted+znorm"] > tar["weighted"] else "weighted"
+    pick = pick_norm(far, tar)
     why = (f"MIT-BIH FAR at the transferred 10-beat FAR-0.1% threshold: raw {100 * far['weighted']:.2f}%, "
            f"znorm {100 * far['weighted+znorm']:.2f}%; CV TAR@FAR0.1% 10 beats: raw "
            f"{100 * tar['weighted']:.1f}%, znorm {100 * tar['weighted+znorm']:.1f}%")
@@ -76,8 +81,11 @@ def card_metrics(report: dict) -> dict:
     return out
 
 
-def install(out: Path) -> None:
-    """Copy model, card and float reference into edge/, the report into docs/model/."""
+def copy_model_files(out: Path) -> Path:
+    """Copy model, card, cohort (or remove a stale one) and the float Keras model into edge/.
+
+    Returns edge/float, where the caller writes the twin.
+    """
     shutil.copy2(out / "model.tflite", EDGE / "model.tflite")
     shutil.copy2(out / "model.json", EDGE / "model.json")
     if (out / "cohort.npz").is_file():
@@ -87,6 +95,12 @@ def install(out: Path) -> None:
     fl = EDGE / "float"
     fl.mkdir(exist_ok=True)
     shutil.copy2(out / "embedding.keras", fl / "embedding.keras")
+    return fl
+
+
+def install(out: Path) -> None:
+    """Copy model, card and float reference into edge/, the report into docs/model/."""
+    fl = copy_model_files(out)
     if (fl / "twin").exists():
         shutil.rmtree(fl / "twin")
     shutil.copytree(out / "twin", fl / "twin")
