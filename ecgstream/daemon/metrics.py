@@ -206,7 +206,7 @@ def collect(m: DaemonMetrics, daemon: Any) -> list[tuple[str, str, str, list[tup
                                      ({"reason": "device_limit"}, tstats.get("devices_refused", 0)),
                                      ({"reason": "untrusted"}, tstats.get("untrusted_chunks", 0))],
         "ecgstream_queue_chunks": [({}, daemon.queue.qsize())],
-        "ecgstream_queue_capacity_chunks": [({}, daemon.queue.maxsize)],
+        "ecgstream_queue_capacity_chunks": [({}, daemon.queue.limits.max_chunks)],
         "ecgstream_beats": [({}, st.beats)],
         "ecgstream_beats_matched": [({}, st.beats_good)],
         "ecgstream_beats_embedded": [({}, st.beats_embedded)],
