@@ -303,3 +303,12 @@ def test_row10_no_litert_info_line_on_stderr():
     r = _cli("verify", str(EX / "Person_01" / "rec_1"), str(REC2))
     assert r.returncode in (0, 1), r.stderr
     assert "XNNPACK" not in r.stderr and "INFO: Created" not in r.stderr, r.stderr
+
+
+def test_row1_demo_decides_at_the_daemons_default_point_and_passes():
+    """The demo shows what `run` does: the daemon's default operating point, genuine accepted, impostor not."""
+    from ecgstream.core.settings import DecisionConfig
+
+    r = _cli("demo", "--speed", "0", timeout=300)
+    assert f"operating point: {DecisionConfig().operating_point} " in r.stdout, r.stdout
+    assert r.returncode == 0 and "demo OK" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

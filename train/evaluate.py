@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     model = EmbeddingModel(a.model)
     card = model.card
     if a.ptbxl:
-        return ptbxl_main(a, model)
+        return ptbxl_main(a, model, argv)
     bs = build_beatset(DspConfig(**card.dsp), mitdb=a.run is not None, data_root=a.data,
                        cache_dir=REPO / "runs" / "cache")
     got = reevaluate(model, bs)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if not bad else 1
 
 
-def ptbxl_main(a: argparse.Namespace, model: EmbeddingModel) -> int:
+def ptbxl_main(a: argparse.Namespace, model: EmbeddingModel, argv: list[str] | None = None) -> int:
     """``--ptbxl``: every figure of issue 15's goal table, the ablation rows, the daemon path."""
     from .scale_report import enrolment_tradeoff, render, report
 
@@ -280,8 +280,8 @@ def ptbxl_main(a: argparse.Namespace, model: EmbeddingModel) -> int:
 
         (REPO / "docs" / "model" / "scale.json").write_text(json.dumps(_jsonable(out), indent=1) + "\n")
         (REPO / "docs" / "model" / "scale.md").write_text(
-            f"# {model.model_id}: issue 15 figures\n\nMade by `python -m train.evaluate --ptbxl "
-            f"--runs {' '.join(a.runs)} --write-docs`.\n\n" + md)
+            f"# {model.model_id}: issue 15 figures\n\nMade by `python -m train.evaluate "
+            f"{' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n" + md)
     if a.json:
         from .report import _jsonable
 

@@ -90,8 +90,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "printing the states as they change.")
     d.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x real time)")
     d.add_argument("--json", action="store_true", help="print the raw JSON lines instead")
-    d.add_argument("--operating-point", choices=("far_0.001", "eer"), default="eer",
-                   help="model-card threshold used (default eer; the daemon's default is far_0.001)")
+    d.add_argument("--operating-point", choices=("far_0.001", "eer"), default="far_0.001",
+                   help="model-card threshold used (default far_0.001, the daemon's own default)")
     d.set_defaults(func=cmd_demo)
 
     from . import trust as cli_trust  # watch, device-key

@@ -86,7 +86,7 @@ class DemoPublisher:
 
 
 def run_demo(speed: float = 4.0, raw_json: bool = False, out: TextIO | None = None,
-             operating_point: str = "eer") -> int:
+             operating_point: str = "far_0.001") -> int:
     """Run the demo; returns 0 when genuine ends authenticated and impostor rejected.
 
     The demo decides at the model card's equal-error-rate threshold by
