@@ -84,8 +84,10 @@ def build_card(out: Path, ev: dict, tj: dict, norm: str, why: str, cohort_file: 
     return {
         "format_version": CARD_FORMAT_VERSION,
         "model_id": f"ecgstream-embed-{digest[:12]}",
-        "description": "int8 LiteRT beat-embedding network (1-D CNN, ArcFace-trained on 18,000+ PTB-XL "
-                       "patients with lead views), one branch of the ECG twin network",
+        "description": "int8 LiteRT beat-embedding network (1-D CNN, ArcFace-trained on "
+                       f"{tj.get('train_patients', 0):,} PTB-XL patients, "
+                       + ("lead I" if not any((tj.get("views") or {}).get(k) for k in ("mix_p", "chest_p"))
+                          else "lead I with lead views") + "), one branch of the ECG twin network",
         "model_file": "model.tflite",
         "sha256": digest,
         "dsp": asdict(dsp),
