@@ -164,7 +164,6 @@ def rule_check(run: Path, variant: str) -> dict:
 
 def export(out: Path, install: bool, data: str | None = None, lodo_run: Path | None = None) -> dict:
     """Write ``out/model.json`` (+ cohort, probability, seed figures) and optionally install it."""
-    from ecgstream.pipeline.scores import Cohort
     from ecgstream.sources.records import SEED_HELDOUT
 
     from .data import build_beatset
@@ -200,7 +199,6 @@ def export(out: Path, install: bool, data: str | None = None, lodo_run: Path | N
         cohort = cohort_from(sub, rt.embed(np.ascontiguousarray(sub.leads[:, 0])), model_id)
         cohort.save(out / "cohort.npz")
         cohort_file = out / "cohort.npz"
-        cohort = Cohort.load(cohort_file, model_id) if hasattr(Cohort, "load") else cohort
     variant = "weighted+znorm" if norm == "znorm" else "weighted"
     lodo = {"rule_check": rule_check(lodo_run, variant)} if lodo_run is not None else None
     card = build_card(out, ev, tj, norm, why, cohort_file, list(SEED_HELDOUT), lodo)
