@@ -15,8 +15,8 @@ How many beats are enough
 ``MIN_BEATS`` (6) comes from data (``python -m train.evaluate --ptbxl``,
 docs/model/scale.md, "enrolment length"): with the shipped model, templates
 from the first 3, 4, 5, 6, 8 or 10 good beats of one record give the same
-error within 0.2 points (PTB-XL cross-ECG EER 7.8-8.0 %, ECG-ID 10-beat EER
-6.7-6.8 %): the beats of one sitting are alike, so more of them buy little.
+error within 0.3 points (PTB-XL cross-ECG EER 7.45-7.79 %, ECG-ID 10-beat EER
+5.18-5.48 %): the beats of one sitting are alike, so more of them buy little.
 6 keeps one odd beat to a sixth of the centroid (quality weighting shrinks it
 further) and lets a 10-s clinical ECG enrol (the floor of 10 turned away 8 of
 12 PTB-XL patients, whose 10-s ECGs have 6-9 good beats). A live enrolment
