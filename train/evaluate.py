@@ -34,7 +34,7 @@ from ecgstream.dsp import DspConfig
 from edge import EmbeddingModel, LiteRTEmbedder
 
 from .data import BeatSet, build_beatset
-from .evaluation import baseline_embed, evaluate_heldout
+from .evaluation import baseline_embed, evaluate_heldout, seed_figures
 from .protocols import Matcher, summarise, verification_protocol
 
 log = logging.getLogger("train.evaluate")
@@ -73,12 +73,7 @@ def reevaluate(model: EmbeddingModel, bs: BeatSet) -> dict:
     return {
         "metrics": {
             "seed": {
-                "verification": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                                 for k, v in m8["verification"].items()},
-                "crossday": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                             for k, v in m8["crossday"].items() if k != "persons"},
-                "pair_accuracy": m8.get("pairs", {}).get("accuracy"),
-                "one_shot_accuracy": m8.get("one_shot", {}).get("accuracy"),
+                **seed_figures(m8),
                 "baseline_verification_eer": {k: v["eer"] for k, v in mb["verification"].items()},
             }
         },

@@ -129,3 +129,15 @@ def mean_sd(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
             "folds": [float(x) for x in v]}
+
+
+def seed_figures(m: dict) -> dict:
+    """The card's per-protocol figures of one :func:`evaluate_heldout` result (EER and TAR per k)."""
+    return {
+        "verification": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
+                         for k, v in m["verification"].items()},
+        "crossday": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
+                     for k, v in m["crossday"].items() if k != "persons"},
+        "pair_accuracy": m.get("pairs", {}).get("accuracy"),
+        "one_shot_accuracy": m.get("one_shot", {}).get("accuracy"),
+    }

@@ -84,10 +84,10 @@ def cross_ecg(bs: BeatSet, emb: np.ndarray, matcher: Matcher, ks=(1, 3, 5, 10),
             imp["all"].append(allm[mask])
             hits += int(np.argmax(allm) == j)
             trials += 1
+            c = np.cumsum(np.vstack([np.zeros((1, s.shape[1])), s]), axis=0)  # once per probe, every k
             for k in ks:
                 if s.shape[0] < k:
                     continue
-                c = np.cumsum(np.vstack([np.zeros((1, s.shape[1])), s]), axis=0)
                 f = (c[k:] - c[:-k]) / k
                 gen[k].append(f[:, j])
                 imp[k].append(f[:, mask].ravel())

@@ -9,6 +9,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from .evaluation import seed_figures
+
 log = logging.getLogger("train")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,12 +61,7 @@ def card_metrics(report: dict) -> dict:
     out: dict = {
         "runtime": "LiteRT int8 (ai-edge-litert, XNNPACK), 1 thread",
         "seed": {
-            "verification": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                             for k, v in m8["verification"].items()},
-            "crossday": {k: {"eer": v["eer"], "tar_at_far_0.001": v["tar_at_far_0.001"]}
-                         for k, v in m8["crossday"].items() if k != "persons"},
-            "pair_accuracy": m8.get("pairs", {}).get("accuracy"),
-            "one_shot_accuracy": m8.get("one_shot", {}).get("accuracy"),
+            **seed_figures(m8),
             "float_verification_eer": {k: v["eer"] for k, v in s["float"]["verification"].items()},
             "baseline_verification_eer": {k: v["eer"] for k, v in s["baseline"]["verification"].items()},
         },
