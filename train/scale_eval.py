@@ -29,8 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .data import BeatSet
-from .metrics import eer, tar_at_far
-from .protocols import FAR_POINT, Matcher, crossday_protocol, summarise, verification_protocol
+from .protocols import Matcher, crossday_protocol, summarise, verification_protocol
 from .ptbxl import PtbxlBeats
 from .recognition import mitdb_as_sessions, threshold_transfer
 from .recognition import thresholds_by_k as thresholds
@@ -176,7 +175,3 @@ def evaluate_embedding(
                  100 * r["ptbxl_cross_ecg"]["rank1"]["rate"],
                  f"{100 * r['ecgid_verification']['10']['eer']:.2f}%" if "10" in r["ecgid_verification"] else "-")
     return res, raw
-
-
-def tar_far(g: np.ndarray, i: np.ndarray) -> dict:
-    return {"eer": eer(g, i)[0], "tar_at_far_0.001": tar_at_far(g, i, FAR_POINT)[0]}

@@ -101,7 +101,7 @@ def report(data: str | None, runs: list[Path], fold: int = 0, folds: int = 5, se
 
     from .data import build_beatset
     from .ptbxl import build_ptbxl
-    from .scale import MIT_OFFSET, evaluate_run  # noqa: F401 (MIT_OFFSET documents the id space)
+    from .scale import evaluate_run
 
     eps = float(NORMALISATION["eps_mv"])
     dsp = DspConfig()
